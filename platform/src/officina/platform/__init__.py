@@ -1,0 +1,1 @@
+"""Officina's domain services and their Postgres and S3 access."""

@@ -1,0 +1,109 @@
+"""Typed settings for every Officina process, read from ``OFFICINA_*`` environment variables.
+
+Each entrypoint builds one ``Settings`` and passes it down; nothing else reads ``os.environ``.
+Where a service URL is unset, the embedded stack (``officina.infra``) provides that service.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration of one Officina installation."""
+
+    model_config = SettingsConfigDict(env_prefix="OFFICINA_", frozen=True, extra="ignore")
+
+    home: Path = Field(
+        default=Path(".officina"),
+        description="Data dir: embedded services' data, logs, generated secrets.",
+    )
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL; unset starts the embedded PostgreSQL."
+    )
+    s3_endpoint: str | None = Field(
+        default=None, description="S3 endpoint as host:port; unset starts the embedded S3 server."
+    )
+    s3_access_key: SecretStr | None = Field(default=None, description="S3 access key.")
+    s3_secret_key: SecretStr | None = Field(default=None, description="S3 secret key.")
+    s3_secure: bool = Field(default=False, description="Use HTTPS to reach S3.")
+    s3_region: str | None = Field(default=None, description="S3 region, where the server needs one.")
+    s3_bucket: str = Field(default="officina", description="Bucket holding all Officina objects.")
+    broker_url: str | None = Field(
+        default=None, description="Redis URL for Celery; unset starts the embedded Redis."
+    )
+    web_host: str = Field(default="127.0.0.1", description="Address the web server binds.")
+    web_port: int = Field(default=8080, description="Port the web server binds.")
+    public_url: str | None = Field(
+        default=None, description="URL users reach the web app at; defaults to http://web_host:web_port."
+    )
+    secret_key: SecretStr | None = Field(
+        default=None, description="Signs sessions; unset uses one generated once under the data dir."
+    )
+    max_body: int = Field(default=64 * 1024 * 1024, description="Largest request body in bytes.")
+    web_workers: int = Field(default=2, description="gunicorn worker processes for the web app.")
+    worker_processes: int = Field(default=1, description="Celery worker processes `officina up` starts.")
+    worker_concurrency: int = Field(default=2, description="Tasks one Celery worker process runs at once.")
+    worker_queues: str = Field(default="cpu,gpu,io", description="Queues the started workers consume.")
+    token_ttl_days: int = Field(default=90, description="Lifetime of API tokens created at login.")
+    log_level: str = Field(default="INFO", description="Log level of every process.")
+
+    @property
+    def url(self) -> str:
+        """Base URL of the web app."""
+        return self.public_url or f"http://{self.web_host}:{self.web_port}"
+
+    def child_env(self) -> dict[str, str]:
+        """These settings as ``OFFICINA_*`` variables, for child processes."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[f"OFFICINA_{name.upper()}"] = str(value)
+        return env
+
+
+def load_local_secrets(home: Path) -> dict[str, str]:
+    """Secrets generated once per installation and kept in ``<home>/secrets.json`` (mode 0600).
+
+    Holds the session signing key and the embedded S3 server's keys; created on first use.
+    """
+    import json
+    import os
+    import secrets
+
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "secrets.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        pass
+    values = {
+        "secret_key": secrets.token_urlsafe(32),
+        "s3_access_key": "officina" + secrets.token_hex(6),
+        "s3_secret_key": secrets.token_urlsafe(30),
+    }
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(values, fh)
+    try:
+        os.link(tmp, path)  # atomic and refuses to replace one written concurrently
+    except FileExistsError:
+        pass
+    tmp.unlink(missing_ok=True)
+    return json.loads(path.read_text())
+
+
+def with_secrets(settings: Settings) -> Settings:
+    """Fill the session key from the data dir's generated secrets where it is unset."""
+    if settings.secret_key is not None:
+        return settings
+    generated = load_local_secrets(settings.home)
+    return settings.model_copy(update={"secret_key": SecretStr(generated["secret_key"])})

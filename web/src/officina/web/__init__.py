@@ -1,0 +1,1 @@
+"""Officina web."""
