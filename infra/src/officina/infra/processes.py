@@ -92,7 +92,7 @@ def web_process(settings: Settings, index: int) -> ProcessSpec:
         ],
         env=child_env(settings),
         cwd=settings.home,
-        ready=lambda _child: http_responds(f"http://{probe_host}:{port}/healthz"),
+        ready=lambda _child: http_responds(f"http://{probe_host}:{port}/livez"),
         ready_timeout=60.0,
         stop_signal=signal.SIGTERM,
         stop_grace=15.0,

@@ -1,0 +1,78 @@
+"""Health of each component an installation needs: database, S3, broker, workers."""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from celery import Celery
+from psycopg_pool import ConnectionPool
+
+from officina.platform.storage import ObjectStore
+from officina.platform.tasks import PING
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ComponentHealth:
+    ok: bool
+    detail: str
+    latency_ms: float
+
+
+def _timed(check: Callable[[], str]) -> ComponentHealth:
+    start = time.perf_counter()
+    try:
+        detail = check()
+        ok = True
+    except Exception as exc:  # a health check reports any failure rather than raising it
+        detail = f"{type(exc).__name__}: {exc}"[:300]
+        ok = False
+    return ComponentHealth(ok, detail, round((time.perf_counter() - start) * 1000, 1))
+
+
+def check_database(pool: ConnectionPool) -> str:
+    with pool.connection(timeout=3) as conn:
+        version = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+    return f"schema version {version}"
+
+
+def check_s3(store: ObjectStore) -> str:
+    store.ping()
+    return f"bucket {store.bucket} reachable"
+
+
+def check_broker(celery: Celery) -> str:
+    with celery.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=3)
+        conn.default_channel.client.ping()
+    return "reachable"
+
+
+def check_workers(celery: Celery, timeout: float = 3.0) -> str:
+    """Round-trip the ping task; when workers are busy, fall back to the control-channel ping."""
+    try:
+        reply = celery.send_task(PING, queue="cpu").get(timeout=timeout)
+        return f"ping answered by {reply.get('worker', 'a worker')}"
+    except Exception as exc:
+        answered = celery.control.ping(timeout=1.0) or []
+        if answered:
+            names = sorted(name for entry in answered for name in entry)
+            return f"{len(names)} worker(s) online, none idle to answer the ping task"
+        raise RuntimeError(f"no worker answered ({type(exc).__name__})") from None
+
+
+def check_all(pool: ConnectionPool, store: ObjectStore, celery: Celery) -> dict[str, dict]:
+    """Every component's health, checked in parallel."""
+    checks = {
+        "db": lambda: check_database(pool),
+        "s3": lambda: check_s3(store),
+        "broker": lambda: check_broker(celery),
+        "workers": lambda: check_workers(celery),
+    }
+    with ThreadPoolExecutor(max_workers=len(checks)) as executor:
+        futures = {name: executor.submit(_timed, check) for name, check in checks.items()}
+        return {name: asdict(future.result()) for name, future in futures.items()}

@@ -1,0 +1,47 @@
+"""The services one process opens once: the database pool, object store and task sender."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from celery import Celery
+from psycopg_pool import ConnectionPool
+
+from officina.platform.auth.service import AuthService
+from officina.platform.db import open_pool
+from officina.platform.settings import Settings, with_secrets
+from officina.platform.storage import ObjectStore
+from officina.platform.tasks import make_celery
+
+
+@dataclass
+class Services:
+    """Shared by web and workers; each area's service is built lazily over the same pool."""
+
+    settings: Settings
+    pool: ConnectionPool
+    store: ObjectStore
+    celery: Celery = field(repr=False)
+
+    @classmethod
+    def open(cls, settings: Settings, *, pool_size: int = 10, celery: Celery | None = None) -> "Services":
+        """Open the pool (waiting for the database), the object store and the task sender."""
+        settings = with_secrets(settings)
+        if not settings.database_url:
+            from officina.platform.errors import Unavailable
+
+            raise Unavailable("no database configured: set OFFICINA_DATABASE_URL or run `officina up`")
+        pool = open_pool(settings.database_url, max_size=pool_size)
+        return cls(settings=settings, pool=pool, store=ObjectStore.from_settings(settings),
+                   celery=celery or make_celery(settings))
+
+    @cached_property
+    def auth(self) -> AuthService:
+        return AuthService(self.pool, token_ttl_days=self.settings.token_ttl_days)
+
+    def send_task(self, name: str, args: list, queue: str) -> None:
+        """Send a task message (callers commit the job row first)."""
+        self.celery.send_task(name, args=args, queue=queue)
+
+    def close(self) -> None:
+        self.pool.close()

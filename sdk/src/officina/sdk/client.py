@@ -1,0 +1,63 @@
+"""The HTTP client behind the SDK."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import requests
+
+from officina.sdk.errors import ConnectionFailed, OfficinaError, error_for
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class Client:
+    """A connection to one Officina server with one API token."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0):
+        self.url = (url or os.environ.get("OFFICINA_URL") or DEFAULT_URL).rstrip("/")
+        self.token = token if token is not None else os.environ.get("OFFICINA_TOKEN")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "officina-sdk/0.1"
+
+    def request(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
+                auth: bool = True, **kwargs: Any) -> Any:
+        """Call ``/api/v1<path>``; return the decoded JSON (None for 204).
+
+        Raises:
+            OfficinaError: a subclass matching the server's error code, with its message.
+        """
+        headers = kwargs.pop("headers", {})
+        if auth and self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            response = self.session.request(method, f"{self.url}/api/v1{path}", json=json, params=params,
+                                            headers=headers, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
+        except requests.ConnectionError as exc:
+            raise ConnectionFailed(f"cannot reach Officina at {self.url}: {exc.__class__.__name__}") from None
+        except requests.Timeout:
+            raise ConnectionFailed(f"Officina at {self.url} did not answer within {self.timeout} s") from None
+        if response.status_code == 204:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code >= 400:
+            raise error_for(response.status_code, body)
+        if body is None:
+            raise OfficinaError(f"the server at {self.url} did not answer with JSON", status=response.status_code)
+        return body
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, json: Any = None, **kwargs: Any) -> Any:
+        return self.request("POST", path, json=json, **kwargs)
+
+    def put(self, path: str, json: Any = None, **kwargs: Any) -> Any:
+        return self.request("PUT", path, json=json, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Any:
+        return self.request("DELETE", path, **kwargs)

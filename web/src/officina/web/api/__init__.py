@@ -1,0 +1,8 @@
+"""The JSON API under /api/v1: one nested blueprint per area."""
+from flask import Blueprint
+
+from officina.web.api import accounts, teams
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+bp.register_blueprint(accounts.bp)
+bp.register_blueprint(teams.bp)

@@ -1,0 +1,4 @@
+"""Server-rendered console pages."""
+from officina.web.console.views import bp
+
+__all__ = ["bp"]

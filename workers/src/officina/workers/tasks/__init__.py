@@ -1,0 +1,1 @@
+"""Celery tasks: thin wrappers over platform services, one module per area."""
