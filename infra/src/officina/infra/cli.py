@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version as package_version
 from pathlib import Path
 
 import click
+import psycopg
 
 from officina.platform.auth.service import AuthService
 from officina.platform.db import migrate as apply_migrations
@@ -109,6 +110,8 @@ def up(workers: int | None, no_worker: bool) -> None:
             stack.supervise(stop)
     except OfficinaError as exc:
         raise click.ClickException(exc.message) from None
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(f"cannot use the database: {str(exc).strip()}") from None
     finally:
         stack.stop()
         click.echo("Officina stopped.", err=True)

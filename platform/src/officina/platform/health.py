@@ -66,13 +66,14 @@ def check_workers(celery: Celery, timeout: float = 3.0) -> str:
 
 
 def check_all(pool: ConnectionPool, store: ObjectStore, celery: Celery) -> dict[str, dict]:
-    """Every component's health, checked in parallel."""
-    checks = {
-        "db": lambda: check_database(pool),
-        "s3": lambda: check_s3(store),
-        "broker": lambda: check_broker(celery),
-        "workers": lambda: check_workers(celery),
-    }
-    with ThreadPoolExecutor(max_workers=len(checks)) as executor:
-        futures = {name: executor.submit(_timed, check) for name, check in checks.items()}
-        return {name: asdict(future.result()) for name, future in futures.items()}
+    """Every component's health; db, S3 and broker in parallel, workers once the broker answers."""
+    with ThreadPoolExecutor(max_workers=3) as executor:
+        db = executor.submit(_timed, lambda: check_database(pool))
+        s3 = executor.submit(_timed, lambda: check_s3(store))
+        broker = _timed(lambda: check_broker(celery))
+        if broker.ok:
+            workers = _timed(lambda: check_workers(celery))
+        else:
+            workers = ComponentHealth(False, "unknown: the broker is unreachable", 0.0)
+        return {"db": asdict(db.result()), "s3": asdict(s3.result()), "broker": asdict(broker),
+                "workers": asdict(workers)}

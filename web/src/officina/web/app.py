@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from flask_wtf.csrf import CSRFProtect
 
 from officina.platform.health import check_all
 from officina.platform.services import Services
 from officina.platform.settings import Settings, with_secrets
 from officina.web import api, console, errors
-from officina.web.auth import init_auth
+from officina.web.auth import SAFE_METHODS, init_auth
 
 logger = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         SESSION_COOKIE_NAME="officina_session",
         PERMANENT_SESSION_LIFETIME=7 * 24 * 3600,
         WTF_CSRF_TIME_LIMIT=None,
+        WTF_CSRF_CHECK_DEFAULT=False,  # checked below for the console, in auth for cookie API calls
         WTF_CSRF_SSL_STRICT=False,
         JSON_SORT_KEYS=False,
         PROPAGATE_EXCEPTIONS=False,
@@ -36,7 +37,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions["officina"] = services or Services.open(settings)
     app.extensions["officina_settings"] = settings
     csrf.init_app(app)
-    csrf.exempt(api.bp)  # the API checks CSRF itself for cookie-authenticated writes
+
+    @app.before_request
+    def _console_csrf():
+        if request.method not in SAFE_METHODS and not request.path.startswith("/api/"):
+            csrf.protect()
+
     errors.init_app(app)
     init_auth(app)
     app.register_blueprint(api.bp)
