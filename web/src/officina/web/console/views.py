@@ -45,7 +45,8 @@ def login():
         else:
             login_session(user.id)
             return redirect(_safe_next(request.args.get("next")))
-    return render_template("login.html", error=error), 401 if error else 200
+    return render_template("login.html", error=error, username=request.form.get("username", "")), \
+        401 if error else 200
 
 
 @bp.post("/logout")
