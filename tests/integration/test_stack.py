@@ -1,7 +1,6 @@
 """The embedded stack with real PostgreSQL, SeaweedFS and Redis processes."""
 from __future__ import annotations
 
-import io
 import os
 import signal
 import sys
@@ -16,11 +15,11 @@ import pytest
 import redis
 
 from officina.infra import processes
-from officina.infra.embedded import s3_client
 from officina.infra.ports import pick_free_port
 from officina.infra.stack import Stack, StackAlreadyRunning, database_url, read_running_endpoints
 from officina.infra.supervisor import ProcessSpec
 from officina.platform.settings import Settings
+from officina.platform.storage import ObjectStore
 
 def _processes_under(home: Path) -> list[str]:
     found = []
@@ -34,9 +33,8 @@ def _processes_under(home: Path) -> list[str]:
     return found
 
 
-def _s3(settings: Settings):
-    return s3_client(settings.s3_endpoint, settings.s3_access_key.get_secret_value(),
-                     settings.s3_secret_key.get_secret_value())
+def _s3(settings: Settings) -> ObjectStore:
+    return ObjectStore.from_settings(settings, timeout=5, read_timeout=5, retries=False)
 
 
 @pytest.mark.slow
@@ -55,7 +53,7 @@ def test_stack_start_use_stop_restart_keeps_data(tmp_path: Path) -> None:
             assert conn.execute("select 1").fetchone() == (1,)
             conn.execute("create table kept (v text)")
             conn.execute("insert into kept values ('hello')")
-        _s3(s).put_object(s.s3_bucket, "dir/obj.txt", io.BytesIO(b"payload"), 7)
+        _s3(s).put_bytes("dir/obj.txt", b"payload")
         r = redis.Redis.from_url(s.broker_url)
         assert r.ping()
         r.set("k", "v")
@@ -104,10 +102,7 @@ def test_stack_start_use_stop_restart_keeps_data(tmp_path: Path) -> None:
         assert s2.s3_endpoint == s.s3_endpoint
         with psycopg.connect(s2.database_url) as conn:
             assert conn.execute("select v from kept").fetchone() == ("hello",)
-        resp = _s3(s2).get_object(s2.s3_bucket, "dir/obj.txt")
-        assert resp.read() == b"payload"
-        resp.close()
-        resp.release_conn()
+        assert _s3(s2).get_bytes("dir/obj.txt") == b"payload"
         r = redis.Redis.from_url(s2.broker_url)
         assert r.get("k") == b"v"
         r.close()

@@ -11,7 +11,6 @@ the URL clients use. Data lives under the data dir:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from officina.infra.supervisor import Child, ProcessSpec
+from officina.platform.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -169,17 +169,12 @@ def s3_spec(
     def ready(_child: Child) -> bool:
         with socket.create_connection(("127.0.0.1", ports["s3"]), timeout=1):
             pass
-        client = s3_client(endpoint, access_key, secret_key, timeout=2)
-        ensure_bucket(client, bucket)
+        store = ObjectStore(endpoint, access_key, secret_key, bucket, timeout=2, read_timeout=2, retries=False)
+        store.ensure_bucket()
         # a bucket can exist before volumes are writable and readable: check both
-        client.put_object(bucket, _PROBE_KEY, io.BytesIO(b"ok"), 2)
-        resp = client.get_object(bucket, _PROBE_KEY)
-        try:
-            ok = resp.read() == b"ok"
-        finally:
-            resp.close()
-            resp.release_conn()
-        client.remove_object(bucket, _PROBE_KEY)
+        store.put_bytes(_PROBE_KEY, b"ok")
+        ok = store.get_bytes(_PROBE_KEY) == b"ok"
+        store.delete(_PROBE_KEY)
         return ok
 
     p = ports
@@ -205,30 +200,6 @@ def s3_spec(
         stop_grace=S3_STOP_GRACE,
         before_start=before_start,
     )
-
-
-def s3_client(endpoint: str, access_key: str, secret_key: str, *, secure: bool = False,
-              region: str | None = None, timeout: float = 5.0):
-    """A ``minio`` client that fails fast (no retries), for probes and setup."""
-    import urllib3
-    from minio import Minio
-
-    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False)
-    return Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
-                 region=region, http_client=http)
-
-
-def ensure_bucket(client, bucket: str) -> None:
-    from minio.error import S3Error
-
-    if client.bucket_exists(bucket):
-        return
-    try:
-        client.make_bucket(bucket)
-        logger.info("created bucket %s", bucket)
-    except S3Error as exc:
-        if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-            raise
 
 
 # ------------------------------------------------------------------------- Redis

@@ -29,6 +29,7 @@ from officina.infra.ports import PortFile
 from officina.infra.processes import PROCESS_TYPES
 from officina.infra.supervisor import Child, Supervisor, reap_leftovers
 from officina.platform.errors import Conflict
+from officina.platform.storage import ObjectStore
 from officina.platform.settings import Settings, load_local_secrets, with_secrets
 
 logger = logging.getLogger(__name__)
@@ -207,11 +208,7 @@ class Stack:
         if s.s3_access_key is None or s.s3_secret_key is None:
             return
         try:
-            client = embedded.s3_client(
-                s.s3_endpoint, s.s3_access_key.get_secret_value(), s.s3_secret_key.get_secret_value(),
-                secure=s.s3_secure, region=s.s3_region,
-            )
-            embedded.ensure_bucket(client, s.s3_bucket)
+            ObjectStore.from_settings(s, timeout=5, read_timeout=5, retries=False).ensure_bucket()
         except Exception as exc:  # noqa: BLE001 - the platform reports S3 trouble itself
             logger.warning("could not check bucket %s on %s: %s", s.s3_bucket, s.s3_endpoint, exc)
 

@@ -18,9 +18,9 @@ from officina.platform.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def _http_client(timeout: float, retries: bool) -> urllib3.PoolManager:
+def _http_client(timeout: float, read_timeout: float, retries: bool) -> urllib3.PoolManager:
     retry = urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]) if retries else False
-    return urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=max(timeout, 60.0)),
+    return urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=read_timeout),
                                retries=retry, maxsize=16)
 
 
@@ -29,26 +29,30 @@ class ObjectStore:
 
     def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str, *,
                  secure: bool = False, region: str | None = None, timeout: float = 10.0,
-                 retries: bool = True):
+                 read_timeout: float = 60.0, retries: bool = True):
+        """``retries=False`` with short timeouts makes a client for readiness probes."""
         self.bucket = bucket
         self.endpoint = endpoint
         self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
-                            region=region, http_client=_http_client(timeout, retries))
+                            region=region, http_client=_http_client(timeout, read_timeout, retries))
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, timeout: float = 10.0, retries: bool = True) -> "ObjectStore":
+    def from_settings(cls, settings: Settings, *, timeout: float = 10.0, read_timeout: float = 60.0,
+                      retries: bool = True) -> "ObjectStore":
         """The store configured by ``settings`` (its S3 endpoint, keys and bucket)."""
         if not settings.s3_endpoint or settings.s3_access_key is None or settings.s3_secret_key is None:
             raise Unavailable("S3 is not configured: set OFFICINA_S3_ENDPOINT and its keys")
         return cls(settings.s3_endpoint, settings.s3_access_key.get_secret_value(),
                    settings.s3_secret_key.get_secret_value(), settings.s3_bucket,
-                   secure=settings.s3_secure, region=settings.s3_region, timeout=timeout, retries=retries)
+                   secure=settings.s3_secure, region=settings.s3_region, timeout=timeout,
+                   read_timeout=read_timeout, retries=retries)
 
     def ensure_bucket(self) -> None:
         """Create the bucket when it does not exist."""
         if not self.client.bucket_exists(self.bucket):
             try:
                 self.client.make_bucket(self.bucket)
+                logger.info("created bucket %s", self.bucket)
             except S3Error as exc:
                 if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise
