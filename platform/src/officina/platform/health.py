@@ -54,8 +54,9 @@ def check_broker(celery: Celery) -> str:
 
 def check_workers(celery: Celery, timeout: float = 3.0) -> str:
     """Round-trip the ping task; when workers are busy, fall back to the control-channel ping."""
+    result = celery.send_task(PING, queue="cpu")
     try:
-        reply = celery.send_task(PING, queue="cpu").get(timeout=timeout)
+        reply = result.get(timeout=timeout)
         return f"ping answered by {reply.get('worker', 'a worker')}"
     except Exception as exc:
         answered = celery.control.ping(timeout=1.0) or []
@@ -63,6 +64,13 @@ def check_workers(celery: Celery, timeout: float = 3.0) -> str:
             names = sorted(name for entry in answered for name in entry)
             return f"{len(names)} worker(s) online, none idle to answer the ping task"
         raise RuntimeError(f"no worker answered ({type(exc).__name__})") from None
+    finally:
+        # Stop listening for the reply now, while the broker answers, not later in __del__.
+        try:
+            result.backend.remove_pending_result(result)
+        except Exception:  # the broker went away: nothing left to cancel
+            pass
+        result.backend = None
 
 
 def check_all(pool: ConnectionPool, store: ObjectStore, celery: Celery) -> dict[str, dict]:
