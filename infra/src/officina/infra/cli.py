@@ -131,18 +131,33 @@ def _bootstrap_admin(settings: Settings) -> str | None:
     return password
 
 
+def _command_name() -> str:
+    """How the user can run this CLI again: ``officina`` when on PATH, else its path."""
+    import shutil
+
+    me = Path(sys.argv[0]).resolve()
+    found = shutil.which("officina")
+    if found and Path(found).resolve() == me:
+        return "officina"
+    try:
+        return str(me.relative_to(Path.cwd()))
+    except ValueError:
+        return str(me)
+
+
 def _print_banner(settings: Settings, password: str | None) -> None:
+    cli = _command_name()
     lines = ["", f"Officina is running: {settings.url}", ""]
     if password:
         lines += ["First start: an administrator was created.",
                   "  username: admin",
                   f"  password: {password}",
                   f"  (also saved, readable only by you, in {Path(settings.home) / ADMIN_PASSWORD_FILE};",
-                  "   change it with `officina user set-password admin`)"]
+                  f"   change it with `{cli} user set-password admin`)"]
     else:
         lines += ["Log in with your account. Lost the admin password? Set a new one with:",
-                  "  officina user set-password admin"]
-    lines += ["", "API token for the SDK/CLI:  officina token create --user admin",
+                  f"  {cli} user set-password admin"]
+    lines += ["", f"API token for the SDK/CLI:  {cli} token create --user admin",
               f"Logs: {Path(settings.home) / 'logs'}    Stop: Ctrl-C", ""]
     click.echo("\n".join(lines))
     sys.stdout.flush()
