@@ -46,6 +46,17 @@ def _auth(settings: Settings) -> Iterator[AuthService]:
             pool.close()
 
 
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Show platform errors as one clear line instead of a traceback."""
+    try:
+        yield
+    except OfficinaError as exc:
+        raise click.ClickException(exc.message) from None
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(f"cannot use the database: {str(exc).strip()}") from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Officina: a self-hosted machine-learning platform."""
@@ -94,24 +105,21 @@ def up(workers: int | None, no_worker: bool) -> None:
     signal.signal(signal.SIGTERM, _on_signal)
     stack = Stack(settings)
     try:
-        resolved = stack.start_services()
-        applied = apply_migrations(resolved.database_url)
-        if applied:
-            click.echo(f"applied migrations: {', '.join(applied)}")
-        password = _bootstrap_admin(resolved)
-        stack.start("web")
-        count = 0 if no_worker else (workers if workers is not None else resolved.worker_processes)
-        for index in range(count):
-            if stop.is_set():
-                break
-            stack.start("worker", index)
-        if not stop.is_set():
-            _print_banner(resolved, password)
-            stack.supervise(stop)
-    except OfficinaError as exc:
-        raise click.ClickException(exc.message) from None
-    except psycopg.OperationalError as exc:
-        raise click.ClickException(f"cannot use the database: {str(exc).strip()}") from None
+        with _user_errors():
+            resolved = stack.start_services()
+            applied = apply_migrations(resolved.database_url)
+            if applied:
+                click.echo(f"applied migrations: {', '.join(applied)}")
+            password = _bootstrap_admin(resolved)
+            stack.start("web")
+            count = 0 if no_worker else (workers if workers is not None else resolved.worker_processes)
+            for index in range(count):
+                if stop.is_set():
+                    break
+                stack.start("worker", index)
+            if not stop.is_set():
+                _print_banner(resolved, password)
+                stack.supervise(stop)
     finally:
         stack.stop()
         click.echo("Officina stopped.", err=True)
@@ -177,11 +185,9 @@ def user() -> None:
 def user_create(username: str, is_admin: bool, team: str | None, role: str, password_stdin: bool) -> None:
     """Create a user straight in the database; prints a generated password once."""
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
-    try:
+    with _user_errors():
         with _auth(_settings()) as auth:
             _, generated = auth.create_user(username, password, is_admin=is_admin, team=team, role=role)
-    except OfficinaError as exc:
-        raise click.ClickException(exc.message) from None
     click.echo(f"created user {username}" + (f"\npassword: {generated}" if generated else ""))
 
 
@@ -193,11 +199,9 @@ def user_set_password(username: str, password_stdin: bool) -> None:
     from officina.platform.auth.service import generate_password
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
-    try:
+    with _user_errors():
         with _auth(_settings()) as auth:
             auth.set_password(username, password)
-    except OfficinaError as exc:
-        raise click.ClickException(exc.message) from None
     click.echo(f"password of {username} set" + ("" if password_stdin else f"\npassword: {password}"))
 
 
@@ -211,11 +215,9 @@ def team() -> None:
 @click.option("--description", default="")
 def team_create(name: str, description: str) -> None:
     """Create a team."""
-    try:
+    with _user_errors():
         with _auth(_settings()) as auth:
             auth.create_team(None, name, description)
-    except OfficinaError as exc:
-        raise click.ClickException(exc.message) from None
     click.echo(f"created team {name}")
 
 
@@ -225,11 +227,9 @@ def team_create(name: str, description: str) -> None:
 @click.option("--role", type=click.Choice(["admin", "member", "viewer"]), default="member", show_default=True)
 def team_add(name: str, username: str, role: str) -> None:
     """Add a user to a team (or change their role)."""
-    try:
+    with _user_errors():
         with _auth(_settings()) as auth:
             auth.set_member(None, name, username, role)
-    except OfficinaError as exc:
-        raise click.ClickException(exc.message) from None
     click.echo(f"{username} is now {role} of team {name}")
 
 
@@ -244,10 +244,8 @@ def token() -> None:
 @click.option("--expires-days", type=float, default=None, help="Lifetime in days (default: never expires).")
 def token_create(username: str, name: str, expires_days: float | None) -> None:
     """Create an API token straight in the database and print it once."""
-    try:
+    with _user_errors():
         with _auth(_settings()) as auth:
             account = auth.get_user(username)
             _, plaintext = auth.create_token(account.id, name, expires_in_days=expires_days)
-    except OfficinaError as exc:
-        raise click.ClickException(exc.message) from None
     click.echo(plaintext)
