@@ -1,0 +1,1 @@
+"""Datasets: safe archive reading, format parsing, statistics, manifests and splits (pure logic, no I/O to services)."""
