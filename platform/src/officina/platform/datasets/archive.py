@@ -49,7 +49,7 @@ def validate_name(name: str) -> str:
 
 
 def validate_relpath(path: str, *, field_name: str = "path") -> str:
-    """Return ``path`` normalised (NFC, no ``.`` or empty parts) if it is a safe relative path, else raise ``Invalid``."""
+    """Return a safe relative path normalised (NFC, no ``.`` or empty parts), else raise ``Invalid``."""
     if not isinstance(path, str) or not path:
         raise Invalid("path must not be empty", field=field_name)
     bad = None

@@ -92,7 +92,7 @@ def _ragged_line(text_bytes: bytes, delimiter: str) -> tuple[int, int, int] | No
             if row and len(row) != len(header):
                 return reader.line_num, len(header), len(row)
     except csv.Error as exc:
-        raise Invalid(f"CSV is malformed at line {reader.line_num}: {exc}", field="file",
+        raise Invalid(f"CSV is malformed at line {reader.line_num}: {exc} (a quote left open?)", field="file",
                       line=reader.line_num) from None
     return None
 
@@ -120,10 +120,27 @@ def read_csv(data: bytes, *, name: str = "CSV", delimiter: str = ",") -> pd.Data
             raise Invalid(f"{name} line {line} has {got} fields, the header has {want}", field="file",
                           line=line, expected=want, got=got) from None
         raise Invalid(f"{name} is malformed: {exc}", field="file") from None
+    if data.count(b'"') % 2:  # an odd quote count may be a quote left open to the end of the file
+        _ragged_line(data, delimiter)
     _check_columns(table.column_names, name)
     if table.num_rows == 0:
         raise Invalid(f"{name} has a header but no rows", field="file")
-    return table.to_pandas()
+    return _to_pandas(table)
+
+
+_NULLABLE_TYPES = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
+                   pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
+                   pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype()}
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Arrow → pandas keeping ints and bools with nulls as nullable ints/bools, and dates as datetime64."""
+    frame = table.to_pandas(date_as_object=False)
+    for name, col in zip(table.column_names, table.columns):
+        dtype = _NULLABLE_TYPES.get(col.type)
+        if col.null_count and dtype is not None:
+            frame[name] = pd.Series(pd.array(col.to_numpy(zero_copy_only=False), dtype=dtype), index=frame.index)
+    return frame
 
 
 def _check_columns(columns: Sequence[str], name: str) -> None:
@@ -147,7 +164,7 @@ def read_parquet(data: bytes, *, name: str = "Parquet file") -> pd.DataFrame:
     _check_columns(table.column_names, name)
     if table.num_rows == 0:
         raise Invalid(f"{name} has no rows", field="file")
-    return table.to_pandas()
+    return _to_pandas(table)
 
 
 def read_jsonl(data: bytes, *, name: str = "JSONL file") -> pd.DataFrame:

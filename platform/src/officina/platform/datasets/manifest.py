@@ -1,52 +1,19 @@
 """Manifests of dataset versions: path → (sha256, size, label), canonical JSON, diffs, and content-addressed keys."""
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, BinaryIO, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
 from officina.platform.datasets.archive import validate_relpath
 from officina.platform.errors import Invalid
+from officina.platform.storage.content import (blob_key, check_sha, manifest_key, sha256_bytes,  # noqa: F401
+                                                sha256_stream)
 
 MANIFEST_VERSION = 1
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of some bytes."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_stream(stream: BinaryIO, chunk: int = 1 << 20) -> tuple[str, int]:
-    """Hex sha256 and byte count of a stream, read in chunks."""
-    h, n = hashlib.sha256(), 0
-    while block := stream.read(chunk):
-        h.update(block)
-        n += len(block)
-    return h.hexdigest(), n
-
-
-def _check_sha(sha256: str) -> str:
-    if not isinstance(sha256, str) or not _SHA_RE.fullmatch(sha256):
-        raise Invalid(f"{sha256!r} is not a lowercase hex sha256", field="sha256")
-    return sha256
-
-
-def blob_key(sha256: str) -> str:
-    """The S3 key of a content-addressed blob: ``blobs/sha256/<aa>/<rest>``."""
-    sha = _check_sha(sha256)
-    return f"blobs/sha256/{sha[:2]}/{sha[2:]}"
-
-
-def manifest_key(sha256: str) -> str:
-    """The S3 key of a manifest stored by its own hash: ``manifests/sha256/<aa>/<rest>.json``."""
-    sha = _check_sha(sha256)
-    return f"manifests/sha256/{sha[:2]}/{sha[2:]}.json"
 
 
 @dataclass(frozen=True, order=True)
@@ -77,7 +44,7 @@ class Manifest:
                 raise Invalid(f"size of {path!r} must be a non-negative integer", field="size", path=path)
             if e.label is not None and not isinstance(e.label, str):
                 raise Invalid(f"label of {path!r} must be a string", field="label", path=path)
-            checked[path] = ManifestEntry(path, _check_sha(e.sha256), e.size, e.label)
+            checked[path] = ManifestEntry(path, check_sha(e.sha256), e.size, e.label)
         return cls(tuple(sorted(checked.values(), key=lambda e: e.path)))
 
     def to_json(self) -> bytes:

@@ -93,7 +93,7 @@ def column_stats(series: pd.Series, *, bins: int = HISTOGRAM_BINS, top: int = TO
 
 
 def label_distribution(labels: Iterable[Any]) -> dict[str, int]:
-    """Count of each label (as a string), most frequent first; missing labels count under ``None`` → skipped."""
+    """Count of each label (as a string), most frequent first; missing labels are skipped."""
     series = labels if isinstance(labels, pd.Series) else pd.Series(list(labels), dtype=object)
     counts = series.dropna().astype(str).value_counts(sort=True)
     return {str(k): int(v) for k, v in counts.items()}
@@ -171,6 +171,7 @@ def thumbnail(data: bytes, *, size: int = THUMBNAIL_PX, path: str = "image") -> 
     return out.getvalue()
 
 
-def thumbnails(images: Sequence[tuple[str, bytes]], *, limit: int = 32, size: int = THUMBNAIL_PX) -> list[dict[str, Any]]:
+def thumbnails(images: Sequence[tuple[str, bytes]], *, limit: int = 32,
+               size: int = THUMBNAIL_PX) -> list[dict[str, Any]]:
     """Thumbnails of the first ``limit`` images as ``{"path", "png"}`` records for a preview grid."""
     return [{"path": path, "png": thumbnail(data, size=size, path=path)} for path, data in list(images)[:limit]]

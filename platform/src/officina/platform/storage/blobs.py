@@ -6,34 +6,23 @@ reader can verify what it got. Writers hash first, then send only what the store
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 from officina.platform.errors import Invalid
+from officina.platform.storage.content import blob_key, sha256_stream
 from officina.platform.storage.s3 import ObjectStore
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1024 * 1024
-
-
-def blob_key(sha256: str) -> str:
-    """The object key of the blob with this hex SHA-256."""
-    if not isinstance(sha256, str) or not _SHA256.match(sha256):
-        raise Invalid("a blob hash must be 64 lowercase hex characters", sha256="invalid")
-    return f"blobs/sha256/{sha256[:2]}/{sha256[2:]}"
 
 
 def sha256_of(stream: BinaryIO) -> tuple[str, int]:
     """Hash a seekable stream from its current position; return (hex digest, size) and rewind."""
     start = stream.tell()
-    digest, size = hashlib.sha256(), 0
-    while chunk := stream.read(CHUNK):
-        digest.update(chunk)
-        size += len(chunk)
+    digest = sha256_stream(stream, CHUNK)
     stream.seek(start)
-    return digest.hexdigest(), size
+    return digest
 
 
 class BlobStore:
