@@ -15,7 +15,7 @@ test: $(STAMP)
 
 install: $(STAMP)
 
-# (Re)install when the project or its pins change; torch comes pinned to the CPU wheel.
+# (Re)install when the project or its pins change (torch==2.13.0 is pinned in constraints.txt).
 $(STAMP): pyproject.toml constraints.txt sdk/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
