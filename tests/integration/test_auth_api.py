@@ -203,7 +203,7 @@ def test_console_pages_render_for_admin_and_hide_admin_from_members(app, live_st
     page = client.get("/login").get_data(as_text=True)
     client.post("/login", data={"username": "admin", "password": live_stack.admin_password,
                                 "csrf_token": _csrf_from(page)})
-    for path in ("/", "/settings/tokens", "/admin", "/teams/default", "/area/data", "/area/monitoring"):
+    for path in ("/", "/settings/tokens", "/admin", "/teams/default", "/data", "/area/monitoring"):
         assert client.get(path).status_code == 200, path
     assert client.get("/area/nonsense").status_code == 404
     username, password, _ = live_stack.make_user()

@@ -8,9 +8,11 @@ from celery import Celery
 from psycopg_pool import ConnectionPool
 
 from officina.platform.auth.service import AuthService
+from officina.platform.datasets.service import DatasetService
 from officina.platform.db import open_pool
 from officina.platform.settings import Settings, with_secrets
 from officina.platform.storage import ObjectStore
+from officina.platform.storage.blobs import BlobStore
 from officina.platform.tasks import make_celery
 
 
@@ -38,6 +40,10 @@ class Services:
     @cached_property
     def auth(self) -> AuthService:
         return AuthService(self.pool, token_ttl_days=self.settings.token_ttl_days)
+
+    @cached_property
+    def datasets(self) -> DatasetService:
+        return DatasetService(self.pool, BlobStore(self.store), self.auth)
 
     def send_task(self, name: str, args: list, queue: str) -> None:
         """Send a task message (callers commit the job row first)."""

@@ -13,7 +13,7 @@ from officina.sdk.errors import (ConnectionFailed, Conflict, Forbidden, InvalidR
                                  OfficinaError, ServerError, TooLarge, Unauthenticated)
 
 __version__ = "0.1.0"
-__all__ = ["Client", "connect", "login", "whoami", "client", "tokens", "teams", "errors",
+__all__ = ["Client", "connect", "login", "whoami", "client", "tokens", "teams", "datasets", "errors",
            "OfficinaError", "InvalidRequest", "Unauthenticated", "Forbidden", "NotFound", "Conflict",
            "TooLarge", "ServerError", "ConnectionFailed"]
 
@@ -46,4 +46,4 @@ def whoami() -> dict[str, Any]:
     return client().get("/whoami")
 
 
-from officina.sdk import teams, tokens  # noqa: E402  (areas use client())
+from officina.sdk import datasets, teams, tokens  # noqa: E402  (areas use client())

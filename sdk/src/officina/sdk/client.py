@@ -28,6 +28,22 @@ class Client:
         Raises:
             OfficinaError: a subclass matching the server's error code, with its message.
         """
+        response = self.request_raw(method, path, json=json, params=params, auth=auth, **kwargs)
+        if response.status_code == 204:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise OfficinaError(f"the server at {self.url} did not answer with JSON",
+                                status=response.status_code) from None
+
+    def request_raw(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
+                    auth: bool = True, **kwargs: Any) -> requests.Response:
+        """Call ``/api/v1<path>`` and return the successful response as it is (for file bodies).
+
+        Raises:
+            OfficinaError: a subclass matching the server's error code, with its message.
+        """
         headers = kwargs.pop("headers", {})
         if auth and self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -38,17 +54,13 @@ class Client:
             raise ConnectionFailed(f"cannot reach Officina at {self.url}: {exc.__class__.__name__}") from None
         except requests.Timeout:
             raise ConnectionFailed(f"Officina at {self.url} did not answer within {self.timeout} s") from None
-        if response.status_code == 204:
-            return None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
         if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
             raise error_for(response.status_code, body)
-        if body is None:
-            raise OfficinaError(f"the server at {self.url} did not answer with JSON", status=response.status_code)
-        return body
+        return response
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)

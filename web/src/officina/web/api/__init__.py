@@ -1,8 +1,9 @@
 """The JSON API under /api/v1: one nested blueprint per area."""
 from flask import Blueprint
 
-from officina.web.api import accounts, teams
+from officina.web.api import accounts, datasets, teams
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.register_blueprint(accounts.bp)
 bp.register_blueprint(teams.bp)
+bp.register_blueprint(datasets.bp)

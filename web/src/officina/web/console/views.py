@@ -5,7 +5,7 @@ from urllib.parse import urlparse
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from officina.platform.errors import OfficinaError, Unauthenticated
+from officina.platform.errors import Invalid, OfficinaError, Unauthenticated
 from officina.platform.health import check_all
 from officina.web.auth import current_principal, login_session, logout_session, services
 
@@ -13,7 +13,6 @@ bp = Blueprint("console", __name__)
 
 # Areas later issues fill in; each shows in the navigation from the start.
 AREAS = {
-    "data": ("Data", "Datasets and their versions, statistics, previews and lineage."),
     "labeling": ("Labeling", "Label projects, tasks and annotations."),
     "experiments": ("Experiments", "Runs with their parameters, metrics, logs and artifacts."),
     "tuning": ("Tuning", "Hyper-parameter studies and their trials."),
@@ -70,6 +69,40 @@ def area(area: str):
         abort(404)
     title, blurb = AREAS[area]
     return render_template("area.html", area=area, title=title, blurb=blurb)
+
+
+@bp.route("/data", methods=["GET", "POST"])
+def data():
+    principal = current_principal()
+    svc = services()
+    teams = svc.auth.list_teams(principal)
+    if request.method == "POST":
+        upload = request.files.get("file")
+        team, name = request.form.get("team", ""), request.form.get("name", "").strip()
+        try:
+            if upload is None or not upload.filename:
+                raise Invalid("choose a file to upload", file="required")
+            version = svc.datasets.upload(principal, team, name, upload.filename, upload.read(),
+                                          label=request.form.get("label_column") or None,
+                                          message=request.form.get("message", ""))
+        except OfficinaError as exc:
+            flash(exc.message, "error")
+        else:
+            flash(f"Uploaded version {version.number} of {name}.", "ok")
+            return redirect(url_for("console.dataset", team=team, name=name))
+    listing = [(team, svc.datasets.list(principal, team.name)) for team in teams]
+    return render_template("data.html", listing=listing, teams=teams)
+
+
+@bp.get("/data/<team>/<name>")
+def dataset(team: str, name: str):
+    principal = current_principal()
+    svc = services().datasets
+    ds, versions = svc.get(principal, team, name)
+    ref = request.args.get("version", "latest")
+    version, files = svc.version(principal, team, name, ref)
+    return render_template("dataset.html", team=team, dataset=ds, versions=versions, version=version,
+                           files=files[:200], file_total=len(files))
 
 
 @bp.route("/settings/tokens", methods=["GET", "POST"])

@@ -1,0 +1,46 @@
+"""Records of the Data area."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Dataset:
+    id: int
+    team_id: int
+    name: str
+    kind: str
+    description: str
+    created_at: datetime
+    version_count: int
+    latest: int | None
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    id: int
+    dataset_id: int
+    number: int
+    format: str
+    manifest_sha256: str
+    file_count: int
+    total_bytes: int
+    row_count: int | None
+    label_column: str | None
+    text_column: str | None
+    schema: list | None
+    stats: dict
+    preview: dict
+    origin: dict
+    message: str
+    created_at: datetime
+    tags: list[str]
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    path: str
+    sha256: str
+    size: int
+    label: str | None

@@ -1,0 +1,89 @@
+"""SQL of the Data area. Functions take a connection and never open one."""
+from __future__ import annotations
+
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from officina.platform.datasets.entities import Dataset, DatasetFile, DatasetVersion
+
+_DATASET = """
+SELECT d.id, d.team_id, d.name, d.kind, d.description, d.created_at,
+       (SELECT count(*) FROM dataset_versions v WHERE v.dataset_id = d.id)::int AS version_count,
+       (SELECT max(number) FROM dataset_versions v WHERE v.dataset_id = d.id) AS latest
+FROM datasets d"""
+
+_VERSION = """
+SELECT v.id, v.dataset_id, v.number, v.format, v.manifest_sha256, v.file_count, v.total_bytes, v.row_count,
+       v.label_column, v.text_column, v.schema, v.stats, v.preview, v.origin, v.message, v.created_at,
+       coalesce((SELECT array_agg(t.tag ORDER BY t.tag) FROM dataset_tags t WHERE t.version_id = v.id),
+                '{}') AS tags
+FROM dataset_versions v"""
+
+
+def list_datasets(conn, team_id: int) -> list[Dataset]:
+    with conn.cursor(row_factory=class_row(Dataset)) as cur:
+        return cur.execute(_DATASET + " WHERE d.team_id = %s ORDER BY d.name", (team_id,)).fetchall()
+
+
+def get_dataset(conn, team_id: int, name: str, *, lock: bool = False) -> Dataset | None:
+    if lock:
+        conn.execute("SELECT 1 FROM datasets WHERE team_id = %s AND name = %s FOR UPDATE", (team_id, name))
+    with conn.cursor(row_factory=class_row(Dataset)) as cur:
+        return cur.execute(_DATASET + " WHERE d.team_id = %s AND d.name = %s", (team_id, name)).fetchone()
+
+
+def insert_dataset(conn, team_id: int, name: str, kind: str, user_id: int) -> None:
+    """Create the dataset unless it exists (concurrent creators both succeed)."""
+    conn.execute("INSERT INTO datasets (team_id, name, kind, created_by) VALUES (%s, %s, %s, %s)"
+                 " ON CONFLICT (team_id, name) DO NOTHING", (team_id, name, kind, user_id))
+
+
+def insert_version(conn, *, dataset_id: int, fields: dict, user_id: int) -> int:
+    """Insert the next version number of a (locked) dataset; return its number."""
+    number = conn.execute("SELECT coalesce(max(number), 0) + 1 FROM dataset_versions WHERE dataset_id = %s",
+                          (dataset_id,)).fetchone()[0]
+    values = {k: Jsonb(v) if k in ("schema", "stats", "preview", "origin") and v is not None else v
+              for k, v in fields.items()}
+    columns = ", ".join(values)
+    placeholders = ", ".join(f"%({k})s" for k in values)
+    version_id = conn.execute(
+        f"INSERT INTO dataset_versions (dataset_id, number, created_by, {columns})"
+        f" VALUES (%(dataset_id)s, %(number)s, %(user_id)s, {placeholders}) RETURNING id",
+        {**values, "dataset_id": dataset_id, "number": number, "user_id": user_id}).fetchone()[0]
+    conn.execute("INSERT INTO dataset_tags (dataset_id, tag, version_id, moved_by) VALUES (%s, 'latest', %s, %s)"
+                 " ON CONFLICT (dataset_id, tag) DO UPDATE SET version_id = EXCLUDED.version_id,"
+                 " moved_by = EXCLUDED.moved_by, moved_at = now()", (dataset_id, version_id, user_id))
+    return number
+
+
+def insert_files(conn, version_id: int, files: list[DatasetFile]) -> None:
+    with conn.cursor().copy("COPY dataset_files (version_id, path, sha256, size, label) FROM STDIN") as copy:
+        for f in files:
+            copy.write_row((version_id, f.path, f.sha256, f.size, f.label))
+
+
+def version_id(conn, dataset_id: int, number: int) -> int | None:
+    row = conn.execute("SELECT id FROM dataset_versions WHERE dataset_id = %s AND number = %s",
+                       (dataset_id, number)).fetchone()
+    return row[0] if row else None
+
+
+def get_version(conn, dataset_id: int, ref: str) -> DatasetVersion | None:
+    """A version by number (``"3"``) or by tag (``"latest"``, ``"golden"``)."""
+    with conn.cursor(row_factory=class_row(DatasetVersion)) as cur:
+        if ref.isdigit():
+            return cur.execute(_VERSION + " WHERE v.dataset_id = %s AND v.number = %s",
+                               (dataset_id, int(ref))).fetchone()
+        return cur.execute(_VERSION + " JOIN dataset_tags t ON t.version_id = v.id"
+                           " WHERE t.dataset_id = %s AND t.tag = %s", (dataset_id, ref)).fetchone()
+
+
+def list_versions(conn, dataset_id: int) -> list[DatasetVersion]:
+    with conn.cursor(row_factory=class_row(DatasetVersion)) as cur:
+        return cur.execute(_VERSION + " WHERE v.dataset_id = %s ORDER BY v.number DESC", (dataset_id,)).fetchall()
+
+
+def list_files(conn, version_id_: int) -> list[DatasetFile]:
+    with conn.cursor(row_factory=class_row(DatasetFile)) as cur:
+        return cur.execute("SELECT path, sha256, size, label FROM dataset_files WHERE version_id = %s ORDER BY path",
+                           (version_id_,)).fetchall()
