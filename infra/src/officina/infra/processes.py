@@ -116,3 +116,20 @@ def worker_process(settings: Settings, index: int) -> ProcessSpec:
         stop_signal=signal.SIGTERM,  # warm shutdown: finishes running tasks
         stop_grace=20.0,
     )
+
+
+@register("beat")
+def beat_process(settings: Settings, index: int) -> ProcessSpec:
+    """Celery beat: sends the periodic tasks (one per installation)."""
+    schedule = Path(settings.home) / "celerybeat-schedule"
+    return ProcessSpec(
+        name=process_name("beat", index),
+        argv=[*python_program("celery"), "-A", "officina.workers.app", "beat", "--schedule", str(schedule),
+              "--loglevel", "INFO"],
+        env=child_env(settings),
+        cwd=settings.home,
+        ready=log_says_after("beat: Starting", min_age=0.5),
+        ready_timeout=60.0,
+        stop_signal=signal.SIGTERM,
+        stop_grace=10.0,
+    )

@@ -8,6 +8,7 @@ from celery import Celery
 from psycopg_pool import ConnectionPool
 
 from officina.platform.auth.service import AuthService
+from officina.platform.datasets.builds import BuildService
 from officina.platform.datasets.service import DatasetService
 from officina.platform.db import open_pool
 from officina.platform.settings import Settings, with_secrets
@@ -44,6 +45,11 @@ class Services:
     @cached_property
     def datasets(self) -> DatasetService:
         return DatasetService(self.pool, BlobStore(self.store), self.auth)
+
+    @cached_property
+    def builds(self) -> BuildService:
+        return BuildService(self.pool, BlobStore(self.store), self.auth, self.send_task,
+                            max_body=self.settings.max_body)
 
     def send_task(self, name: str, args: list, queue: str) -> None:
         """Send a task message (callers commit the job row first)."""

@@ -12,6 +12,9 @@ from officina.platform.settings import Settings
 
 QUEUES = ("cpu", "gpu", "io")
 PING = "officina.system.ping"
+DATASET_BUILD = "officina.datasets.build"
+DATASET_GC = "officina.datasets.gc"
+GC_EVERY_S = 3600.0
 
 
 def celery_config(settings: Settings) -> dict:

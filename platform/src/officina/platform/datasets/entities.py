@@ -36,6 +36,10 @@ class DatasetVersion:
     message: str
     created_at: datetime
     tags: list[str]
+    parent: int | None = None
+    splits: dict | None = None
+    split_sha256: str | None = None
+    kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,3 +48,33 @@ class DatasetFile:
     sha256: str
     size: int
     label: str | None
+
+
+@dataclass(frozen=True)
+class Build:
+    """The making of one version (upload, derive or split), with its status and progress."""
+
+    id: str
+    team_id: int
+    team: str
+    dataset: str
+    op: str
+    status: str
+    params: dict
+    progress: dict
+    error: dict | None
+    version: int | None
+    bytes_received: int
+    files_declared: int
+    files_received: int
+    created_at: datetime
+    updated_at: datetime
+    part_size: int = 0
+
+
+@dataclass(frozen=True)
+class BuildFile:
+    path: str
+    sha256: str
+    size: int
+    received: bool

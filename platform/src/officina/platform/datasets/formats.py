@@ -263,6 +263,14 @@ def load_text(data: bytes, filename: str, *, text: str | None = None, label: str
     return TextData(frame, text_col, label_col)
 
 
+def load_frame(data: bytes, path: str, *, text: str | None = None, label: str | None = None) -> pd.DataFrame:
+    """The table of a stored tabular (or, with ``text``, text) file, parsed as at upload."""
+    name = path.rsplit("/", 1)[-1]
+    if text is not None:
+        return load_text(data, name, text=text, label=label).frame
+    return load_tabular(data, name, label=label).frame
+
+
 def is_image_path(path: str) -> bool:
     """True for paths ending in .png, .jpg or .jpeg (any case)."""
     return path.lower().endswith(IMAGE_EXTENSIONS)

@@ -175,3 +175,20 @@ def thumbnails(images: Sequence[tuple[str, bytes]], *, limit: int = 32,
                size: int = THUMBNAIL_PX) -> list[dict[str, Any]]:
     """Thumbnails of the first ``limit`` images as ``{"path", "png"}`` records for a preview grid."""
     return [{"path": path, "png": thumbnail(data, size=size, path=path)} for path, data in list(images)[:limit]]
+
+
+def file_stats(files: Iterable[tuple[str, int, str | None]], *, top: int = TOP_VALUES) -> dict[str, Any]:
+    """Counts, sizes, extensions and labels of arbitrary files given as (path, size, label)."""
+    sizes: list[int] = []
+    extensions: Counter[str] = Counter()
+    labels: list[str | None] = []
+    for path, size, label in files:
+        sizes.append(size)
+        name = path.rsplit("/", 1)[-1]
+        extensions[name.rsplit(".", 1)[-1].lower() if "." in name.strip(".") else "(none)"] += 1
+        labels.append(label)
+    count = len(sizes)
+    return {"kind": "files", "files": count, "bytes": sum(sizes),
+            "size": {"min": min(sizes), "max": max(sizes), "mean": sum(sizes) / count} if count else None,
+            "extensions": dict(extensions.most_common(top)),
+            "label_distribution": label_distribution(labels) if any(lb is not None for lb in labels) else None}

@@ -1,9 +1,11 @@
 """The JSON API under /api/v1: one nested blueprint per area."""
 from flask import Blueprint
 
-from officina.web.api import accounts, datasets, teams
+from officina.web.api import accounts, builds, datasets, teams
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.register_blueprint(accounts.bp)
 bp.register_blueprint(teams.bp)
 bp.register_blueprint(datasets.bp)
+bp.register_blueprint(builds.bp)
+bp.register_blueprint(builds.lineage_bp)
