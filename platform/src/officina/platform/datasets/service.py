@@ -25,6 +25,7 @@ from officina.platform.datasets.manifest import Manifest, ManifestEntry, diff_ro
 from officina.platform.datasets.manifest import diff as manifest_diff
 from officina.platform.errors import Conflict, Invalid, NotFound
 from officina.platform.storage.blobs import BlobStore
+from officina.platform.storage.content import blob_key
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,26 @@ class DatasetService:
         if match is None:
             raise NotFound(f"version {ref} of {name!r} has no file {path!r}")
         return self.blobs.get_bytes(match.sha256)
+
+    def open_file(self, principal: Principal, team: str, name: str, ref: str, path: str):
+        """One file of a version as (its record, an iterator of byte chunks) for streaming.
+
+        The chunks are not verified here: a client checks them against the record's sha256.
+        """
+        _, files = self.version(principal, team, name, ref)
+        match = next((f for f in files if f.path == path), None)
+        if match is None:
+            raise NotFound(f"version {ref} of {name!r} has no file {path!r}")
+        response = self.blobs.store.open(blob_key(match.sha256))
+
+        def chunks():
+            try:
+                yield from response.stream(1 << 20)
+            finally:
+                response.close()
+                response.release_conn()
+
+        return match, chunks()
 
     # -- tags ------------------------------------------------------------------------------------------
     def tags(self, principal: Principal, team: str, name: str) -> dict[str, int]:

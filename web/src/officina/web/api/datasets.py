@@ -128,7 +128,9 @@ def get_version(team: str, name: str, ref: str):
 
 @bp.get("/<name>/versions/<ref>/files/<path:path>")
 def get_file(team: str, name: str, ref: str, path: str):
-    data = services().datasets.read_file(current_principal(), team, name, ref, path)
-    response = Response(data, mimetype="application/octet-stream")
+    record, chunks = services().datasets.open_file(current_principal(), team, name, ref, path)
+    response = Response(chunks, mimetype="application/octet-stream")
+    response.headers["Content-Length"] = str(record.size)
+    response.headers["X-Content-SHA256"] = record.sha256
     response.headers.set("Content-Disposition", "attachment", filename=path.rsplit("/", 1)[-1])
     return response
