@@ -240,6 +240,10 @@ def test_upload_bad_input(builds, api, live_stack, team):
     assert_error(lying, 400, "invalid", mentions="X-Content-SHA256")
     assert_error(builds.put(bid, "a.txt", b"other bytes"), 400, "invalid", mentions="declared")
     assert_error(builds.commit(bid), 400, "invalid", mentions="a.txt")
+    huge = [{"path": "huge.bin", "sha256": "2" * 64, "size": live_stack.settings.max_file + 1}]
+    assert_error(api.post(f"/builds/{bid}/files", {"files": huge}), 413, "too_large", mentions="OFFICINA_MAX_FILE")
+    too_big_part = b"\0" * (live_stack.settings.max_body + 1)
+    assert_error(builds.put(bid, "big.bin", too_big_part), 413, "too_large")
     assert_error(api.post(f"{builds.base('bad')}/uploads", {"kind": "video"}), 400, "invalid", mentions="kind")
     assert_error(api.post(f"/teams/{team}/datasets/bad%20name!/uploads", {}), 400, "invalid", mentions="name")
     assert_error(api.get("/builds/not-a-build"), 404, "not_found")

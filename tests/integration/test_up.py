@@ -91,6 +91,8 @@ def test_up_serves_stops_clean_and_keeps_data(tmp_path):
         assert oct((home / "initial-admin-password").stat().st_mode & 0o777) == "0o600"
         health = _wait_healthy(first.url)
         assert health["status"] == "ok", health
+        beat_log = home / "logs" / "beat-0.log"
+        assert beat_log.exists() and "beat: Starting" in beat_log.read_text()  # periodic GC is scheduled
         login = requests.post(f"{first.url}/api/v1/auth/login",
                               json={"username": "admin", "password": password}, timeout=10)
         assert login.status_code == 201

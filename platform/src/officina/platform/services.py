@@ -49,7 +49,7 @@ class Services:
     @cached_property
     def builds(self) -> BuildService:
         return BuildService(self.pool, BlobStore(self.store), self.auth, self.send_task,
-                            max_body=self.settings.max_body)
+                            max_body=self.settings.max_body, max_file=self.settings.max_file)
 
     def send_task(self, name: str, args: list, queue: str) -> None:
         """Send a task message (callers commit the job row first)."""

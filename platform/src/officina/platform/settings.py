@@ -43,6 +43,8 @@ class Settings(BaseSettings):
         default=None, description="Signs sessions; unset uses one generated once under the data dir."
     )
     max_body: int = Field(default=64 * 1024 * 1024, description="Largest request body in bytes.")
+    max_file: int = Field(default=100 * 1024**3,
+                          description="Largest file a dataset version may hold, in bytes (sent in parts).")
     web_workers: int = Field(default=2, description="gunicorn worker processes for the web app.")
     worker_processes: int = Field(default=1, description="Celery worker processes `officina up` starts.")
     worker_concurrency: int = Field(default=2, description="Tasks one Celery worker process runs at once.")

@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("tabular", "images", "text", "files")
 MAX_DECLARE = 10_000
-MAX_FILE_BYTES = 1 << 40
 MAX_PART_SIZE = 32 * 1024 * 1024
 
 
@@ -61,8 +60,9 @@ class BuildService:
     """Creates, feeds, queues and reports builds; ``send_task(name, args, queue)`` queues them."""
 
     def __init__(self, pool: ConnectionPool, blobs: BlobStore, auth: AuthService,
-                 send_task: Callable[[str, list, str], None], *, max_body: int):
+                 send_task: Callable[[str, list, str], None], *, max_body: int, max_file: int):
         self.pool, self.blobs, self.auth, self._send = pool, blobs, auth, send_task
+        self.max_file = max_file
         # A part plus the request's overhead must fit in one request body.
         self.part_size = max(1 << 20, min(MAX_PART_SIZE, max_body - (1 << 20)))
 
@@ -146,8 +146,9 @@ class BuildService:
             size = item.get("size")
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
                 raise Invalid(f"size of {path!r} must be a non-negative integer", field="size", path=path)
-            if size > MAX_FILE_BYTES:
-                raise TooLarge(f"{path!r} is {size} bytes; the limit is {MAX_FILE_BYTES}", path=path)
+            if size > self.max_file:
+                raise TooLarge(f"{path!r} is {size} bytes; files may be at most {self.max_file} bytes "
+                               "(OFFICINA_MAX_FILE)", path=path)
             if path in declared:
                 raise Invalid(f"duplicate path {path!r} in one upload", field="path", path=path)
             declared[path] = (sha, size)
