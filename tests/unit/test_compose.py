@@ -25,7 +25,7 @@ DOCKERFILE = ROOT / "infra" / "docker" / "Dockerfile"
 ENTRYPOINT = ROOT / "infra" / "docker" / "entrypoint.sh"
 ENV_EXAMPLE = ROOT / ".env.example"
 
-APP_SERVICES = ("migrate", "web", "worker", "gpu-worker")
+APP_SERVICES = ("migrate", "web", "worker", "gpu-worker", "beat")
 REQUIRED_ENV = (
     "OFFICINA_DATABASE_URL", "OFFICINA_S3_ENDPOINT", "OFFICINA_S3_ACCESS_KEY",
     "OFFICINA_S3_SECRET_KEY", "OFFICINA_S3_BUCKET", "OFFICINA_BROKER_URL",
@@ -143,6 +143,8 @@ def check_commands(doc: dict) -> list[str]:
             problems.append(f"{name} must run celery -A officina.workers.app worker")
         if not re.search(rf"(-Q|--queues)[ =]{re.escape(queues)}(\s|$)", cmd):
             problems.append(f"{name} must consume exactly queues {queues}")
+    if not argv("beat").startswith("celery") or " beat" not in argv("beat"):
+        problems.append("beat must run celery -A officina.workers.app beat (periodic tasks)")
     if argv("migrate") not in ("migrate", "officina migrate"):
         problems.append("migrate must run `officina migrate`")
     return problems
