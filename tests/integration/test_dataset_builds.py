@@ -323,13 +323,18 @@ def test_split_is_seeded_stratified_and_recorded(builds, api):
     assert done["status"] == "done", done
     version = builds.version("cancer", done["version"])
     counts = {k: v["count"] for k, v in version["splits"].items()}
-    assert counts == {"train": 455, "val": 57, "test": 57}
+    assert list(counts.items()) == [("train", 455), ("val", 57), ("test", 57)]  # in the order asked for
+    raw = json.loads(builds.api.get(f"{builds.base('cancer')}/versions/{done['version']}").data)
+    assert list(raw["version"]["splits"]) == ["train", "val", "test"]
+    assert list(version["origin"]["split"]["fractions"]) == ["train", "val", "test"]
     # stratified: each split keeps the label ratio (357:212) within one row
     train = version["splits"]["train"]["labels"]
     assert abs(train["1"] - 455 * 357 / 569) <= 1
     assert version["origin"]["split"]["seed"] == 7 and version["manifest_sha256"] == builds.version("cancer", 1)[
         "manifest_sha256"]
-    splits = api.get(f"{builds.base('cancer')}/versions/{done['version']}/splits").get_json()["splits"]
+    response = api.get(f"{builds.base('cancer')}/versions/{done['version']}/splits")
+    assert list(json.loads(response.data)["splits"]) == ["train", "val", "test"]
+    splits = response.get_json()["splits"]
     assert sorted(splits["train"] + splits["val"] + splits["test"]) == list(range(569))
     again = builds.start("cancer", 1, "split", body)
     assert api.get(f"{builds.base('cancer')}/versions/{again['version']}/splits").get_json()["splits"] == splits

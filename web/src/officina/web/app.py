@@ -20,6 +20,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     """Build the web app from ``settings`` (read from the environment when omitted)."""
     settings = with_secrets(settings or Settings())
     app = Flask(__name__)
+    app.json.sort_keys = False  # keep meaningful orders (splits as asked, columns as stored)
     app.config.update(
         SECRET_KEY=settings.secret_key.get_secret_value(),
         MAX_CONTENT_LENGTH=settings.max_body,

@@ -216,7 +216,9 @@ class VersionBuilder:
             items = [f.path for f in files]
             labels = [f.label for f in files] if any(f.label is not None for f in files) else None
         progress("splitting", 0, len(items), "items")
-        split = split_items(items, params["fractions"], labels=labels, seed=params["seed"],
+        # jsonb does not keep key order: put the fractions back in the order they were asked for
+        fractions = {n: params["fractions"][n] for n in params.get("order") or params["fractions"]}
+        split = split_items(items, fractions, labels=labels, seed=params["seed"],
                             stratify=params["stratify"])
         by_item = dict(zip(items, labels or [None] * len(items)))
         assignment = {name: split.items(name) for name in split.counts}
@@ -234,7 +236,8 @@ class VersionBuilder:
                       preview=parent.preview, split_sha256=sha, splits=summary,
                       message=params.get("message") or "",
                       origin={"source": "split", "from": parent.number,
-                              "split": {"fractions": params["fractions"], "seed": params["seed"],
+                              "split": {"fractions": fractions, "order": list(split.counts),
+                                        "seed": params["seed"],
                                         "stratify": params["stratify"], "stratified": split.params["stratified"],
                                         "method": split.params["method"]}})
         return self._save(build, kind, entries, fields, parent=parent)

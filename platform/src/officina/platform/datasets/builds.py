@@ -313,7 +313,8 @@ class BuildService:
         if not isinstance(stratify, bool):
             raise Invalid("stratify must be true or false", field="stratify")
         version, _, _ = self._source(principal, team, name, ref)
-        params = {"from": version.number, "fractions": fractions, "seed": seed, "stratify": stratify,
+        params = {"from": version.number, "fractions": fractions, "order": list(fractions), "seed": seed,
+                  "stratify": stratify,
                   "message": _text(spec.get("message"), "message", 2000) or ""}
         return self._queued(principal, team, name, "split", params)
 

@@ -1,7 +1,7 @@
 """Records of the Data area."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 
@@ -78,3 +78,23 @@ class BuildFile:
     sha256: str
     size: int
     received: bool
+
+
+def split_order(version: DatasetVersion) -> list[str]:
+    """Split names in the order they were asked for (Postgres jsonb does not keep key order)."""
+    recorded = (version.origin.get("split") or {}).get("order") or []
+    names = list(version.splits or {})
+    return [n for n in recorded if n in names] + [n for n in names if n not in recorded]
+
+
+def ordered_splits(version: DatasetVersion) -> DatasetVersion:
+    """The version with ``splits`` and ``origin.split.fractions`` in the order they were asked for."""
+    if not version.splits:
+        return version
+    order = split_order(version)
+    origin = dict(version.origin)
+    split = dict(origin.get("split") or {})
+    if isinstance(split.get("fractions"), dict):
+        split["fractions"] = {n: split["fractions"][n] for n in order if n in split["fractions"]}
+        origin["split"] = split
+    return replace(version, splits={n: version.splits[n] for n in order}, origin=origin)

@@ -298,19 +298,19 @@ def label_image_files(paths: Iterable[str], files: Mapping[str, bytes] | None = 
     """
     all_paths = sorted(paths)
     if not all_paths:
-        raise Invalid("archive holds no files", field="file")
+        raise Invalid("the upload holds no files", field="file")
     root, rel = _strip_common_root(all_paths)
     images = [p for p in rel if is_image_path(p)]
     others = [p for p in rel if not is_image_path(p)]
     if not images:
-        raise Invalid("archive holds no .png/.jpg/.jpeg images", field="file")
+        raise Invalid("the upload holds no .png/.jpg/.jpeg images", field="file")
     depths = {p.count("/") for p in images}
     if depths == {1} and not others:
         return [(root + p, p.split("/", 1)[0]) for p in images]
     if depths == {0}:
         csvs = [p for p in others if p.lower().endswith(".csv") and "/" not in p]
         if len(csvs) != 1 or len(others) != 1:
-            raise Invalid("flat image archives need exactly one labels CSV with path,label columns beside the "
+            raise Invalid("flat image uploads need exactly one labels CSV with path,label columns beside the "
                           f"images (found {', '.join(others) or 'none'})", field="file")
         if files is None or root + csvs[0] not in files:
             raise Invalid(f"labels file {csvs[0]!r} was not provided", field="file")
@@ -318,7 +318,7 @@ def label_image_files(paths: Iterable[str], files: Mapping[str, bytes] | None = 
     if depths != {1}:
         raise Invalid("images must be either in class folders (class/file.png) or all at the top level with a "
                       "labels CSV", field="file", depths=sorted(depths))
-    raise Invalid(f"unexpected non-image files in the archive: {', '.join(others[:5])}", field="file",
+    raise Invalid(f"unexpected non-image files among the images: {', '.join(others[:5])}", field="file",
                   files=others[:20])
 
 

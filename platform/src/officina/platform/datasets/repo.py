@@ -4,7 +4,7 @@ from __future__ import annotations
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from officina.platform.datasets.entities import Dataset, DatasetFile, DatasetVersion
+from officina.platform.datasets.entities import Dataset, DatasetFile, DatasetVersion, ordered_splits
 
 _DATASET = """
 SELECT d.id, d.team_id, d.name, d.kind, d.description, d.created_at,
@@ -74,15 +74,18 @@ def get_version(conn, dataset_id: int, ref: str) -> DatasetVersion | None:
     """A version by number (``"3"``) or by tag (``"latest"``, ``"golden"``)."""
     with conn.cursor(row_factory=class_row(DatasetVersion)) as cur:
         if ref.isdigit():
-            return cur.execute(_VERSION + " WHERE v.dataset_id = %s AND v.number = %s",
-                               (dataset_id, int(ref))).fetchone()
-        return cur.execute(_VERSION + " JOIN dataset_tags t ON t.version_id = v.id"
-                           " WHERE t.dataset_id = %s AND t.tag = %s", (dataset_id, ref)).fetchone()
+            version = cur.execute(_VERSION + " WHERE v.dataset_id = %s AND v.number = %s",
+                                  (dataset_id, int(ref))).fetchone()
+        else:
+            version = cur.execute(_VERSION + " JOIN dataset_tags t ON t.version_id = v.id"
+                                  " WHERE t.dataset_id = %s AND t.tag = %s", (dataset_id, ref)).fetchone()
+        return ordered_splits(version) if version else None
 
 
 def list_versions(conn, dataset_id: int) -> list[DatasetVersion]:
     with conn.cursor(row_factory=class_row(DatasetVersion)) as cur:
-        return cur.execute(_VERSION + " WHERE v.dataset_id = %s ORDER BY v.number DESC", (dataset_id,)).fetchall()
+        return [ordered_splits(v) for v in
+                cur.execute(_VERSION + " WHERE v.dataset_id = %s ORDER BY v.number DESC", (dataset_id,)).fetchall()]
 
 
 def list_files(conn, version_id_: int) -> list[DatasetFile]:

@@ -18,7 +18,7 @@ from officina.platform.auth.entities import Action, Principal
 from officina.platform.auth.service import AuthService
 from officina.platform.datasets import build_repo, repo
 from officina.platform.datasets.archive import validate_name
-from officina.platform.datasets.entities import Dataset, DatasetFile, DatasetVersion
+from officina.platform.datasets.entities import Dataset, DatasetFile, DatasetVersion, split_order
 from officina.platform.datasets.formats import load_frame
 from officina.platform.datasets.ingest import ingest
 from officina.platform.datasets.manifest import Manifest, ManifestEntry, diff_rows, manifest_key, sha256_bytes
@@ -193,7 +193,8 @@ class DatasetService:
         version, _ = self.version(principal, team, name, ref)
         if not version.split_sha256:
             raise NotFound(f"version {version.number} of {name!r} has no split; make one with POST …/split")
-        return json.loads(self.blobs.get_bytes(version.split_sha256))["splits"]
+        splits = json.loads(self.blobs.get_bytes(version.split_sha256))["splits"]
+        return {name: splits[name] for name in split_order(version) if name in splits}
 
     def diff(self, principal: Principal, team: str, name: str, from_ref: str, to_ref: str) -> dict[str, Any]:
         """Files added/removed/changed/relabeled, rows added/removed (single-table versions) and both stats."""

@@ -5,7 +5,7 @@ from urllib.parse import urlparse
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from officina.platform.errors import Invalid, OfficinaError, Unauthenticated
+from officina.platform.errors import OfficinaError, Unauthenticated
 from officina.platform.health import check_all
 from officina.web.auth import current_principal, login_session, logout_session, services
 
@@ -69,40 +69,6 @@ def area(area: str):
         abort(404)
     title, blurb = AREAS[area]
     return render_template("area.html", area=area, title=title, blurb=blurb)
-
-
-@bp.route("/data", methods=["GET", "POST"])
-def data():
-    principal = current_principal()
-    svc = services()
-    teams = svc.auth.list_teams(principal)
-    if request.method == "POST":
-        upload = request.files.get("file")
-        team, name = request.form.get("team", ""), request.form.get("name", "").strip()
-        try:
-            if upload is None or not upload.filename:
-                raise Invalid("choose a file to upload", file="required")
-            version = svc.datasets.upload(principal, team, name, upload.filename, upload.read(),
-                                          label=request.form.get("label_column") or None,
-                                          message=request.form.get("message", ""))
-        except OfficinaError as exc:
-            flash(exc.message, "error")
-        else:
-            flash(f"Uploaded version {version.number} of {name}.", "ok")
-            return redirect(url_for("console.dataset", team=team, name=name))
-    listing = [(team, svc.datasets.list(principal, team.name)) for team in teams]
-    return render_template("data.html", listing=listing, teams=teams)
-
-
-@bp.get("/data/<team>/<name>")
-def dataset(team: str, name: str):
-    principal = current_principal()
-    svc = services().datasets
-    ds, versions = svc.get(principal, team, name)
-    ref = request.args.get("version", "latest")
-    version, files = svc.version(principal, team, name, ref)
-    return render_template("dataset.html", team=team, dataset=ds, versions=versions, version=version,
-                           files=files[:200], file_total=len(files))
 
 
 @bp.route("/settings/tokens", methods=["GET", "POST"])
@@ -173,3 +139,7 @@ def admin():
             flash(exc.message, "error")
     return render_template("admin.html", users=auth.list_users(principal),
                            teams=auth.list_teams(principal), new_user=new_user)
+
+
+# The Data area's pages live in their own module, on this blueprint.
+from officina.web.console import data as _data  # noqa: E402,F401
