@@ -34,6 +34,7 @@ class LiveStack:
     admin_username: str
     admin_password: str
     admin_token: str
+    stack: object = None  # officina.infra.stack.Stack: tests may start or kill processes of it
 
     def make_user(self, team: str | None = None, role: str = "member", *, is_admin: bool = False):
         """A new user (optionally in ``team`` with ``role``) and an API token for them."""
@@ -61,8 +62,9 @@ def live_stack(tmp_path_factory):
     from officina.platform.settings import Settings
 
     home = tmp_path_factory.mktemp("officina-home")
+    # Short leases and sweeps keep the worker-loss tests quick; the protocol is the same as production's.
     settings = Settings(home=home, web_port=free_port(), web_workers=2, worker_processes=1,
-                        worker_concurrency=2, log_level="WARNING")
+                        worker_concurrency=3, log_level="WARNING", job_lease_s=6.0, job_sweep_s=1.0)
     stack = Stack(settings)
     try:
         resolved = stack.start_services()
@@ -71,10 +73,12 @@ def live_stack(tmp_path_factory):
         password = AuthService(services.pool).bootstrap_admin()
         stack.start("web")
         stack.start("worker")
+        stack.start("beat")
         admin = services.auth.get_user("admin")
         _, token = services.auth.create_token(admin.id, "tests")
         yield LiveStack(url=resolved.url, settings=resolved, services=services,
-                        admin_username="admin", admin_password=password, admin_token=token)
+                        admin_username="admin", admin_password=password, admin_token=token,
+                        stack=stack)
         services.close()
     finally:
         stack.stop()

@@ -11,6 +11,8 @@ from officina.platform.auth.service import AuthService
 from officina.platform.datasets.builds import BuildService
 from officina.platform.datasets.service import DatasetService
 from officina.platform.db import open_pool
+from officina.platform.jobs.lifecycle import Lifecycle
+from officina.platform.jobs.service import JobService
 from officina.platform.settings import Settings, with_secrets
 from officina.platform.storage import ObjectStore
 from officina.platform.storage.blobs import BlobStore
@@ -50,6 +52,15 @@ class Services:
     def builds(self) -> BuildService:
         return BuildService(self.pool, BlobStore(self.store), self.auth, self.send_task,
                             max_body=self.settings.max_body, max_file=self.settings.max_file)
+
+    @cached_property
+    def lifecycle(self) -> Lifecycle:
+        return Lifecycle(self.pool, self.send_task, lease_s=self.settings.job_lease_s)
+
+    @cached_property
+    def jobs(self) -> JobService:
+        return JobService(self.pool, BlobStore(self.store), self.auth, self.datasets, self.lifecycle,
+                          max_code_bundle=self.settings.max_code_bundle)
 
     def send_task(self, name: str, args: list, queue: str) -> None:
         """Send a task message (callers commit the job row first)."""

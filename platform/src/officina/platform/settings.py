@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     max_body: int = Field(default=64 * 1024 * 1024, description="Largest request body in bytes.")
     max_file: int = Field(default=100 * 1024**3,
                           description="Largest file a dataset version may hold, in bytes (sent in parts).")
+    max_code_bundle: int = Field(default=50 * 1024 * 1024,
+                                 description="Largest code bundle (a job's packed code directory) in bytes.")
+    job_lease_s: float = Field(default=30.0, description="Seconds a running job's lease lasts without a "
+                                                         "heartbeat before the job is retried elsewhere.")
+    job_sweep_s: float = Field(default=5.0, description="Seconds between sweeps for expired leases and "
+                                                        "undelivered job messages.")
     web_workers: int = Field(default=2, description="gunicorn worker processes for the web app.")
     worker_processes: int = Field(default=1, description="Celery worker processes `officina up` starts.")
     worker_concurrency: int = Field(default=2, description="Tasks one Celery worker process runs at once.")

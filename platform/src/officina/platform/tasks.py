@@ -15,6 +15,8 @@ PING = "officina.system.ping"
 DATASET_BUILD = "officina.datasets.build"
 DATASET_GC = "officina.datasets.gc"
 GC_EVERY_S = 3600.0
+JOB_RUN = "officina.jobs.run"
+JOB_SWEEP = "officina.jobs.sweep"
 
 
 def celery_config(settings: Settings) -> dict:

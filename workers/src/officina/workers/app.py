@@ -11,16 +11,17 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from officina.platform.services import Services
 from officina.platform.settings import Settings
-from officina.platform.tasks import DATASET_GC, GC_EVERY_S, make_celery
+from officina.platform.tasks import DATASET_GC, GC_EVERY_S, JOB_SWEEP, make_celery
 
 logger = logging.getLogger(__name__)
 
-TASK_MODULES = ("officina.workers.tasks.system", "officina.workers.tasks.datasets")
+TASK_MODULES = ("officina.workers.tasks.system", "officina.workers.tasks.datasets", "officina.workers.tasks.jobs")
 
 settings = Settings()
 app = make_celery(settings, include=TASK_MODULES)
 app.conf.beat_schedule = {
     "dataset-gc": {"task": DATASET_GC, "schedule": GC_EVERY_S, "options": {"queue": "io"}},
+    "job-sweep": {"task": JOB_SWEEP, "schedule": settings.job_sweep_s, "options": {"queue": "io", "expires": 60}},
 }
 
 _services: Services | None = None

@@ -39,6 +39,9 @@ def _referenced(conn) -> tuple[set[str], set[str]]:
     blobs |= {r[0] for r in conn.execute(
         "SELECT DISTINCT f.sha256 FROM build_files f JOIN dataset_builds b ON b.id = f.build_id"
         " WHERE b.status IN ('open', 'queued', 'running')")}
+    # Runs keep artifacts, models, logs, checkpoints and code bundles in the same blob space.
+    for table in ("run_artifacts", "checkpoints", "code_bundles"):
+        blobs |= {r[0] for r in conn.execute(f"SELECT DISTINCT sha256 FROM {table}")}
     manifests = {r[0] for r in conn.execute("SELECT DISTINCT manifest_sha256 FROM dataset_versions")}
     return blobs, manifests
 

@@ -1,7 +1,7 @@
 """The JSON API under /api/v1: one nested blueprint per area."""
 from flask import Blueprint
 
-from officina.web.api import accounts, builds, datasets, teams
+from officina.web.api import accounts, builds, datasets, jobs, teams
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.register_blueprint(accounts.bp)
@@ -9,3 +9,4 @@ bp.register_blueprint(teams.bp)
 bp.register_blueprint(datasets.bp)
 bp.register_blueprint(builds.bp)
 bp.register_blueprint(builds.lineage_bp)
+bp.register_blueprint(jobs.bp)
