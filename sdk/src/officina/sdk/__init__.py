@@ -13,7 +13,8 @@ from officina.sdk.errors import (ConnectionFailed, Conflict, Forbidden, InvalidR
                                  OfficinaError, ServerError, TooLarge, Unauthenticated)
 
 __version__ = "0.1.0"
-__all__ = ["Client", "connect", "login", "whoami", "client", "tokens", "teams", "datasets", "errors",
+__all__ = ["Client", "connect", "login", "whoami", "client", "tokens", "teams", "datasets", "jobs", "submit",
+           "Job", "errors",
            "OfficinaError", "InvalidRequest", "Unauthenticated", "Forbidden", "NotFound", "Conflict",
            "TooLarge", "ServerError", "ConnectionFailed"]
 
@@ -46,4 +47,5 @@ def whoami() -> dict[str, Any]:
     return client().get("/whoami")
 
 
-from officina.sdk import datasets, teams, tokens  # noqa: E402  (areas use client())
+from officina.sdk import datasets, jobs, teams, tokens  # noqa: E402  (areas use client())
+from officina.sdk.jobs import Job, submit  # noqa: E402
