@@ -223,7 +223,7 @@ class JobRunner:
             argv = [python, "-u", "-m", f"officina.workers.trainers.{spec['trainer']}"]
         else:
             argv = [python, "-u", spec["entrypoint"]]
-        sink.add("system", f"officina: attempt {job.attempt} on {self.worker}: {' '.join(argv[1:])}")
+        sink.add("system", f"officina: attempt {job.attempt} on {self.worker}: python {' '.join(argv[2:])}")
         proc = subprocess.Popen(argv, cwd=workdir, env=self._env(started), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                                 preexec_fn=_die_with_parent)

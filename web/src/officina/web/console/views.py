@@ -143,3 +143,4 @@ def admin():
 
 # The Data area's pages live in their own module, on this blueprint.
 from officina.web.console import data as _data  # noqa: E402,F401
+from officina.web.console import jobs as _jobs  # noqa: E402,F401

@@ -1,0 +1,77 @@
+"""The Jobs console: a job's page tails its live log and state, and its cancel button stops it."""
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import tarfile
+
+import pytest
+
+
+@pytest.fixture
+def browser_context_args(live_stack) -> dict:
+    return {"base_url": live_stack.url, "viewport": {"width": 1280, "height": 900}}
+
+
+@pytest.fixture
+def member(page, live_stack):
+    """A new team, and the page logged in as a member of it; returns (team, api token)."""
+    team = live_stack.make_team()
+    username, password, token = live_stack.make_user(team, "member")
+    page.goto("/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/$"))
+    return team, token
+
+
+def _submit(live_stack, token: str, team: str, script: str) -> str:
+    import requests
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        data = script.encode()
+        info = tarfile.TarInfo("main.py")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    body = buf.getvalue()
+    sha = hashlib.sha256(body).hexdigest()
+    headers = {"Authorization": f"Bearer {token}"}
+    requests.put(f"{live_stack.url}/api/v1/teams/{team}/code/{sha}", data=body, headers=headers,
+                 timeout=30).raise_for_status()
+    response = requests.post(f"{live_stack.url}/api/v1/teams/{team}/jobs", headers=headers, timeout=30,
+                             json={"entrypoint": "main.py", "code": sha, "name": "ticker", "project": "console"})
+    response.raise_for_status()
+    return response.json()["job"]["id"]
+
+
+def test_job_page_tails_the_log_and_cancels(page, live_stack, member, screenshot):
+    team, token = member
+    job_id = _submit(live_stack, token, team,
+                     "import sys, time\nfor i in range(300):\n    print('tick', i, flush=True)\n"
+                     "    if i == 2: print('a warning', file=sys.stderr, flush=True)\n    time.sleep(0.1)\n")
+    page.goto("/jobs")
+    page.click(f"text=ticker")
+    page.wait_for_url(f"**/jobs/{job_id}")
+    page.wait_for_function("() => document.getElementById('job-log').textContent.includes('tick 8')", timeout=30_000)
+    assert page.locator("#job-state").inner_text() == "running"
+    assert page.locator("#job-log .stderr").first.inner_text().strip() == "a warning"
+    screenshot(page, "jobs-running")
+    page.click("#cancel-job")
+    page.wait_for_function("() => document.getElementById('job-state').textContent === 'cancelled'",
+                           timeout=30_000)
+    # once the job ends the page reloads itself to show the final events
+    page.wait_for_function("() => document.querySelector('table.events').innerText.includes('cancelled on request')",
+                           timeout=30_000)
+    assert "cancel requested" in page.locator("table.events").inner_text()
+    screenshot(page, "jobs-cancelled")
+
+
+def test_submit_form_shows_errors(page, live_stack, member):
+    team, _ = member
+    page.goto("/jobs")
+    page.fill("textarea[name=params]", "{not json")
+    page.click("#submit-job button[type=submit]")
+    assert "params must be a JSON object" in page.locator(".flash.error").inner_text()
