@@ -20,6 +20,8 @@ from officina.platform.db import open_pool
 from officina.platform.errors import OfficinaError
 from officina.platform.logs import configure
 from officina.platform.settings import Settings
+from officina.sdk import jobs_cli
+from officina.sdk.cli import datasets as datasets_group
 
 logger = logging.getLogger(__name__)
 ADMIN_PASSWORD_FILE = "initial-admin-password"
@@ -117,6 +119,8 @@ def up(workers: int | None, no_worker: bool) -> None:
                 if stop.is_set():
                     break
                 stack.start("worker", index)
+            if count and not stop.is_set():
+                stack.start("beat")  # periodic tasks (dataset garbage collection)
             if not stop.is_set():
                 _print_banner(resolved, password)
                 stack.supervise(stop)
@@ -169,6 +173,11 @@ def _print_banner(settings: Settings, password: str | None) -> None:
               f"Logs: {Path(settings.home) / 'logs'}    Stop: Ctrl-C", ""]
     click.echo("\n".join(lines))
     sys.stdout.flush()
+
+
+main.add_command(datasets_group, "datasets")
+main.add_command(jobs_cli.submit)
+main.add_command(jobs_cli.jobs)
 
 
 @main.group()

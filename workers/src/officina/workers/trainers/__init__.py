@@ -1,0 +1,1 @@
+"""Built-in trainers run by jobs: ``python -m officina.workers.trainers.<tabular|image|text>``."""
