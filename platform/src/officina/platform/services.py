@@ -16,6 +16,7 @@ from officina.platform.jobs.service import JobService
 from officina.platform.settings import Settings, with_secrets
 from officina.platform.storage import ObjectStore
 from officina.platform.storage.blobs import BlobStore
+from officina.platform.tracking.service import TrackingService
 from officina.platform.tasks import make_celery
 
 
@@ -61,6 +62,10 @@ class Services:
     def jobs(self) -> JobService:
         return JobService(self.pool, BlobStore(self.store), self.auth, self.datasets, self.lifecycle,
                           max_code_bundle=self.settings.max_code_bundle)
+
+    @cached_property
+    def tracking(self) -> TrackingService:
+        return TrackingService(self.pool, BlobStore(self.store), self.auth)
 
     def send_task(self, name: str, args: list, queue: str) -> None:
         """Send a task message (callers commit the job row first)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import requests
@@ -18,8 +19,16 @@ class Client:
         self.url = (url or os.environ.get("OFFICINA_URL") or DEFAULT_URL).rstrip("/")
         self.token = token if token is not None else os.environ.get("OFFICINA_TOKEN")
         self.timeout = timeout
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = "officina-sdk/0.1"
+        self._local = threading.local()
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's HTTP session (sessions are not shared across threads)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.headers["User-Agent"] = "officina-sdk/0.1"
+        return session
 
     def request(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
                 auth: bool = True, **kwargs: Any) -> Any:

@@ -28,6 +28,8 @@ def authorize(principal: Principal, team: Team, action: Action) -> None:
         raise NotFound(f"team {team.name!r} not found")
     if principal.scope.get("read_only") and action is not Action.READ:
         raise Forbidden("this token is read-only")
+    if principal.scope.get("run") and action is not Action.READ:
+        raise Forbidden(f"this token belongs to run {principal.scope['run']}; it may write only to that run")
     if principal.is_admin:
         return
     role = principal.role_in(team.id)

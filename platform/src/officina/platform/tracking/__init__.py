@@ -1,0 +1,1 @@
+"""Experiment tracking: runs with parameters, metrics, artifacts and checkpoints."""
