@@ -445,3 +445,34 @@ def test_kind_conflict_and_diff_bad_input(builds, api):
     assert_error(api.get(f"{builds.base('cancer')}/diff?from=1&to=7"), 404, "not_found")
     frame = pd.read_csv(io.BytesIO(_cancer_csv()))
     assert len(frame) == 569
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, data in files.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_small_files_in_one_batch_request(builds, api):
+    files = _digit_files(40)
+    build = builds.open("batched")
+    assert len(builds.declare(build["id"], files)) == 40
+    lying = dict(files)
+    first = next(iter(lying))
+    lying[first] = b"not the declared bytes"
+    assert_error(api.call("POST", f"/builds/{build['id']}/batch", data=_tar(lying), content_type="application/x-tar"),
+                 400, "invalid", mentions=first)
+    assert_error(api.call("POST", f"/builds/{build['id']}/batch", data=_tar({"undeclared.png": b"x"}),
+                          content_type="application/x-tar"), 400, "invalid", mentions="not declared")
+    assert builds.api.get(f"/builds/{build['id']}").get_json()["build"]["files_received"] == 0  # nothing recorded
+    response = api.call("POST", f"/builds/{build['id']}/batch", data=_tar(files), content_type="application/x-tar")
+    assert response.status_code == 200 and len(response.get_json()["received"]) == 40
+    assert builds.commit(build["id"]).status_code == 202
+    done = builds.wait(build["id"])
+    assert done["status"] == "done" and builds.version("batched", 1)["file_count"] == 40

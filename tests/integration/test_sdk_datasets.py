@@ -140,6 +140,7 @@ def test_an_interrupted_sdk_upload_resumes_and_a_changed_folder_starts_over(sdk_
     for i in range(12):
         (folder / f"doc{i:02d}.txt").write_text(f"document {i}\n" * (100 + i))
     real, calls, limit = uploads._with_retries, [], [5]
+    monkeypatch.setattr(uploads, "BATCH_FILE_MAX", 0)  # one request per file, to stop between files
 
     def interrupted(call):
         if len(calls) == limit[0]:

@@ -88,6 +88,8 @@ def web_process(settings: Settings, index: int) -> ProcessSpec:
         name=process_name("web", index),
         argv=[
             *python_program("gunicorn"), "-b", f"{host}:{port}", "-w", str(settings.web_workers),
+            # threads: uploads and long polls wait on S3 and Postgres, not the CPU
+            "--worker-class", "gthread", "--threads", str(settings.web_threads),
             "--graceful-timeout", "10", "--access-logfile", "-", "officina.web.wsgi:app",
         ],
         env=child_env(settings),

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     job_sweep_s: float = Field(default=5.0, description="Seconds between sweeps for expired leases and "
                                                         "undelivered job messages.")
     web_workers: int = Field(default=2, description="gunicorn worker processes for the web app.")
+    web_threads: int = Field(default=8, description="Threads per web worker process (requests served at once).")
     worker_processes: int = Field(default=1, description="Celery worker processes `officina up` starts.")
     worker_concurrency: int = Field(default=2, description="Tasks one Celery worker process runs at once.")
     worker_queues: str = Field(default="cpu,gpu,io", description="Queues the started workers consume.")

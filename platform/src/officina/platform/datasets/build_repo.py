@@ -40,6 +40,20 @@ def get_build(conn, build_id: str, *, lock: bool = False) -> Build | None:
         return cur.execute(_BUILD + " WHERE b.id = %s", (build_id,)).fetchone()
 
 
+def get_build_lean(conn, build_id: str) -> Build | None:
+    """A build without its file counts (cheap: for every request of an upload)."""
+    try:
+        uuid.UUID(str(build_id))
+    except ValueError:
+        return None
+    with conn.cursor(row_factory=class_row(Build)) as cur:
+        return cur.execute(
+            "SELECT b.id::text AS id, b.team_id, t.name AS team, b.dataset, b.op, b.status, b.params, b.progress,"
+            " b.error, b.version, b.bytes_received, 0 AS files_declared, 0 AS files_received, b.created_at,"
+            " b.updated_at FROM dataset_builds b JOIN teams t ON t.id = b.team_id WHERE b.id = %s",
+            (build_id,)).fetchone()
+
+
 def list_builds(conn, team_id: int, dataset: str, limit: int = 50) -> list[Build]:
     with conn.cursor(row_factory=class_row(Build)) as cur:
         return cur.execute(_BUILD + " WHERE b.team_id = %s AND b.dataset = %s ORDER BY b.created_at DESC LIMIT %s",

@@ -36,6 +36,7 @@ from officina.platform.storage.content import blob_key, manifest_key, sha256_byt
 logger = logging.getLogger(__name__)
 
 FETCH_THREADS = 8
+COMPOSE_MIN_PART = 5 * 1024 * 1024  # S3's smallest part for a server-side compose
 THUMBNAILS = 32
 
 
@@ -370,12 +371,16 @@ class VersionBuilder:
         while chunk := stream.read(1 << 20):
             digest.update(chunk)
             seen += len(chunk)
-            report(seen // 2)
+            report(seen)
         if digest.hexdigest() != f.sha256 or seen != f.size:
             raise Invalid(f"the parts of {f.path!r} put together do not match its declared sha256 and size",
                           field="files", path=f.path)
         if not self.blobs.exists(f.sha256):
-            self.blobs.store.put_stream(blob_key(f.sha256), _Concat(self.blobs, [p[4] for p in parts]), f.size)
+            keys = [p[4] for p in parts]
+            if all(p[2] >= COMPOSE_MIN_PART for p in parts[:-1]):
+                self.blobs.store.compose(blob_key(f.sha256), keys)  # server-side: no bytes through here
+            else:
+                self.blobs.store.put_stream(blob_key(f.sha256), _Concat(self.blobs, keys), f.size)
         report(f.size)
         with self.pool.connection() as conn:
             build_repo.mark_received(conn, build.id, [f.path])

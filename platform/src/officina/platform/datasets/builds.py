@@ -11,6 +11,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +20,7 @@ from psycopg_pool import ConnectionPool
 from officina.platform.auth.entities import Action, Principal
 from officina.platform.auth.service import AuthService
 from officina.platform.datasets import build_repo, repo
-from officina.platform.datasets.archive import validate_name, validate_relpath
+from officina.platform.datasets.archive import ArchiveLimits, iter_archive, validate_name, validate_relpath
 from officina.platform.datasets.entities import Build, BuildFile, DatasetVersion
 from officina.platform.datasets.filters import validate_filters
 from officina.platform.datasets.split import validate_fractions
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 KINDS = ("tabular", "images", "text", "files")
 MAX_DECLARE = 10_000
 MAX_PART_SIZE = 32 * 1024 * 1024
+BATCH_PUT_THREADS = 4
 
 
 def part_key(build_id: str, path: str, part: int) -> str:
@@ -188,11 +190,44 @@ class BuildService:
                 raise Invalid(f"{path!r} is larger than part_size; send it in parts", field="part")
             # Shared with other writers, exclusive against GC: a blob seen here is not deleted under us.
             conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (build_repo.GC_LOCK,))
-            if not self.blobs.exists(actual):
-                self.blobs.store.put_bytes(blob_key(actual), data)
+            self.blobs.store.put_bytes(blob_key(actual), data)  # same bytes, same key: idempotent
             build_repo.upsert_files(conn, build.id, [(path, actual, len(data), True)])
             build_repo.add_bytes(conn, build.id, len(data))
         return {"path": path, "sha256": actual, "size": len(data)}
+
+    def put_batch(self, principal: Principal, build_id: str, data: bytes) -> dict[str, Any]:
+        """Receive many small declared files at once, as an uncompressed tar whose entries are their paths.
+
+        Every entry must be declared with the same sha256; nothing is recorded unless all are.
+        """
+        if not data:
+            raise Invalid("the batch is empty", field="body")
+        entries = {}
+        for entry in iter_archive(data, ArchiveLimits(max_entries=MAX_DECLARE, max_file_size=self.part_size,
+                                                      max_total_size=self.part_size * 4, max_ratio=1e9)):
+            entries[entry.path] = entry.read()
+        if not entries:
+            raise Invalid("the batch holds no files", field="body")
+        with self.pool.connection() as conn:
+            build = self._open_build(conn, principal, build_id)
+            declared = {f.path: f for f in build_repo.files(conn, build.id, list(entries))}
+        hashes = {}
+        for path, content in entries.items():
+            sha = hashlib.sha256(content).hexdigest()
+            if path not in declared:
+                raise Invalid(f"{path!r} is not declared in this upload; declare it first", field="path", path=path)
+            if declared[path].sha256 != sha:
+                raise Invalid(f"the bytes received for {path!r} do not match the sha256 it was declared with",
+                              field="path", path=path)
+            hashes[path] = sha
+        # Same bytes, same key: writing a blob that another upload just stored changes nothing.
+        with ThreadPoolExecutor(max_workers=BATCH_PUT_THREADS) as pool:
+            list(pool.map(lambda p: self.blobs.store.put_bytes(blob_key(hashes[p]), entries[p]), entries))
+        with self.pool.connection() as conn, conn.transaction():
+            self._open_build(conn, principal, build_id)
+            build_repo.mark_received(conn, build.id, list(entries))
+            build_repo.add_bytes(conn, build.id, sum(len(c) for c in entries.values()))
+        return {"received": sorted(entries)}
 
     def _put_part(self, principal: Principal, build_id: str, path: str, data: bytes, sha: str,
                   part: int | None, parts: int | None) -> dict[str, Any]:
@@ -348,7 +383,7 @@ class BuildService:
             raise Unavailable(f"could not queue the build; is the broker up? ({exc.__class__.__name__})") from None
 
     def _open_build(self, conn, principal: Principal, build_id: str) -> Build:
-        build = build_repo.get_build(conn, build_id)
+        build = build_repo.get_build_lean(conn, build_id)
         if build is None:
             raise NotFound(f"build {build_id!r} not found")
         self.auth.team(principal, build.team, Action.WRITE)

@@ -10,6 +10,7 @@ from typing import BinaryIO, Iterator
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import ComposeSource
 from minio.error import S3Error
 
 from officina.platform.errors import NotFound, Unavailable
@@ -70,6 +71,13 @@ class ObjectStore:
         """Upload from a file-like object (multipart when ``length`` is -1 or large)."""
         self.client.put_object(self.bucket, key, stream, length, content_type=content_type,
                                part_size=16 * 1024 * 1024 if length == -1 else 0)
+
+    def compose(self, key: str, sources: list[str]) -> None:
+        """Write ``key`` as the concatenation of ``sources``, server-side (S3 UploadPartCopy).
+
+        Every source but the last must be at least 5 MiB (an S3 rule).
+        """
+        self.client.compose_object(self.bucket, key, [ComposeSource(self.bucket, source) for source in sources])
 
     def get_bytes(self, key: str) -> bytes:
         response = self._get(key)

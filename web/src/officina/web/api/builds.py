@@ -50,6 +50,12 @@ def put_file(build_id: str, path: str):
     return jsonify(body)
 
 
+@bp.post("/<build_id>/batch")
+def put_batch(build_id: str):
+    """Many small declared files in one request: an uncompressed tar whose entry names are their paths."""
+    return jsonify(services().builds.put_batch(current_principal(), build_id, request.get_data(cache=False)))
+
+
 @bp.post("/<build_id>/commit")
 def commit(build_id: str):
     json_body()
