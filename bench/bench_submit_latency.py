@@ -9,7 +9,6 @@ The peer figure is the same script started directly with ``subprocess`` on this 
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,39 +19,19 @@ from pathlib import Path
 SCRIPT = "import time\nprint('started', repr(time.time()), flush=True)\n"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=20)
     args = parser.parse_args()
     from officina import sdk
-    from officina.infra.stack import Stack
-    from officina.platform.auth.service import AuthService
-    from officina.platform.db import migrate
-    from officina.platform.services import Services
-    from officina.platform.settings import Settings
+    from stack import embedded
 
     with tempfile.TemporaryDirectory() as tmp:
         code = Path(tmp) / "code"
         code.mkdir()
         (code / "start.py").write_text(SCRIPT)
-        settings = Settings(home=Path(tmp) / "home", web_port=free_port(), worker_concurrency=2, log_level="WARNING")
-        stack = Stack(settings)
-        try:
-            resolved = stack.start_services()
-            migrate(resolved.database_url)
-            services = Services.open(resolved, pool_size=2)
-            AuthService(services.pool).bootstrap_admin()
-            stack.start("web")
-            stack.start("worker")
-            admin = services.auth.get_user("admin")
-            _, token = services.auth.create_token(admin.id, "bench")
-            sdk.connect(resolved.url, token)
+        with embedded(worker_concurrency=2) as running:
+            sdk.connect(running.url, running.token)
             sdk.submit("start.py", code_dir=code, team="default").wait(timeout=120)  # warm-up
             ours = []
             for _ in range(args.jobs):
@@ -61,9 +40,6 @@ def main() -> None:
                 job.wait(timeout=60, poll=0.05)
                 started = next(float(line.split()[1]) for line in job.logs() if line.startswith("started"))
                 ours.append(started - t0)
-            services.close()
-        finally:
-            stack.stop()
         bare = []
         for _ in range(args.jobs):
             t0 = time.time()

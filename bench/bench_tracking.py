@@ -14,11 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
 import subprocess
-import sys
-import tempfile
 import textwrap
 import time
 import urllib.parse
@@ -46,12 +42,6 @@ MLFLOW_CLIENT = textwrap.dedent("""
         reads.append(time.perf_counter() - t0)
     print(json.dumps({"ingest_s": ingest, "read_s": min(reads), "read_points": len(history)}))
 """)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float = 120) -> None:
@@ -112,31 +102,19 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--mlflow-python", default="/tmp/mlflow-venv/bin/python")
     args = parser.parse_args()
-    from officina.infra.stack import Stack
-    from officina.platform.auth.service import AuthService
-    from officina.platform.db import migrate
-    from officina.platform.services import Services
-    from officina.platform.settings import Settings
+    from stack import embedded, free_port
 
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(home=Path(tmp) / "home", web_port=free_port(), log_level="WARNING")
-        stack = Stack(settings)
-        mlflow_proc = None
+    mlflow_proc = None
+    with embedded(processes=("web",)) as running:
         try:
-            resolved = stack.start_services()
-            migrate(resolved.database_url)
-            services = Services.open(resolved, pool_size=2)
-            AuthService(services.pool).bootstrap_admin()
-            stack.start("web")
-            admin = services.auth.get_user("admin")
-            _, token = services.auth.create_token(admin.id, "bench")
-            mine = ours(resolved.url, token, args.points)
-            mine["server_read_s"] = server_side_read(services, mine["run_id"])
+            mine = ours(running.url, running.token, args.points)
+            mine["server_read_s"] = server_side_read(running.services, mine["run_id"])
             theirs = None
             if Path(args.mlflow_python).exists():
-                with psycopg.connect(resolved.database_url, autocommit=True) as conn:
+                database_url = running.settings.database_url
+                with psycopg.connect(database_url, autocommit=True) as conn:
                     conn.execute("CREATE DATABASE mlflow")
-                parsed = urllib.parse.urlsplit(resolved.database_url)
+                parsed = urllib.parse.urlsplit(database_url)
                 query = urllib.parse.parse_qs(parsed.query)
                 host = query.get("host", [parsed.hostname or "127.0.0.1"])[0]
                 store = f"postgresql+psycopg2://{parsed.username}@/mlflow?host={host}"
@@ -153,12 +131,10 @@ def main() -> None:
                     print("MLflow client failed:", out.stderr[-2000:])
                 else:
                     theirs = json.loads(out.stdout.strip().splitlines()[-1])
-            services.close()
         finally:
             if mlflow_proc is not None:
                 os.killpg(mlflow_proc.pid, 15)
                 mlflow_proc.wait(timeout=30)
-            stack.stop()
 
     n = args.points
     print(f"metric ingest, {n:,} points of one key")
@@ -176,7 +152,6 @@ def main() -> None:
               f"({theirs['read_points']} points) → ratio {theirs['read_s'] / mine['reads'][1000][0]:.1f}x (target ≥ 5x)")
     else:
         print("  mlflow: not measured (no MLflow venv; see the docstring)")
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -59,27 +59,10 @@ def platform() -> Iterator[tuple[str, str, object]]:
     if os.environ.get("OFFICINA_URL"):
         yield os.environ["OFFICINA_URL"], os.environ.get("OFFICINA_TOKEN", ""), Settings()
         return
-    for key in [k for k in os.environ if k.startswith("OFFICINA_")]:
-        del os.environ[key]
-    from officina.infra.stack import Stack
-    from officina.platform.auth.service import AuthService
-    from officina.platform.db import migrate
-    from officina.platform.services import Services
+    from stack import embedded
 
-    with tempfile.TemporaryDirectory(prefix="officina-bench-home-") as home:
-        stack = Stack(Settings(home=home, web_port=free_port(), log_level="WARNING"))
-        try:
-            resolved = stack.start_services()
-            migrate(resolved.database_url)
-            services = Services.open(resolved, pool_size=2)
-            AuthService(services.pool).bootstrap_admin()
-            stack.start("web")
-            stack.start("worker")
-            _, token = services.auth.create_token(services.auth.get_user("admin").id, "bench")
-            services.close()
-            yield resolved.url, token, resolved
-        finally:
-            stack.stop()
+    with embedded() as running:
+        yield running.url, running.token, running.settings
 
 
 def direct_put(settings, root: Path, paths: list[Path], parallel: int) -> float:

@@ -24,13 +24,9 @@ DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 
 def _team(team: str | None) -> str:
-    """The given team, or the caller's only team."""
-    if team:
-        return team
-    teams = [t["name"] for t in sdk.whoami()["teams"]]
-    if len(teams) != 1:
-        raise InvalidRequest(f"you belong to {len(teams)} teams; pass team= (one of: {', '.join(teams)})")
-    return teams[0]
+    from officina.sdk.teams import resolve
+
+    return resolve(team)
 
 
 def _check_name(name: str) -> str:

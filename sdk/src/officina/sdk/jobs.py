@@ -27,15 +27,9 @@ class JobFailed(OfficinaError):
 
 
 def _team(team: str | None) -> str:
-    if team:
-        return team
-    env = os.environ.get("OFFICINA_TEAM")
-    if env:
-        return env
-    teams = [t["name"] for t in sdk.whoami()["teams"]]
-    if len(teams) != 1:
-        raise InvalidRequest(f"you belong to {len(teams)} teams; pass team= (one of: {', '.join(teams)})")
-    return teams[0]
+    from officina.sdk.teams import resolve
+
+    return resolve(team)
 
 
 def _ignore_spec(root: Path):

@@ -51,3 +51,23 @@ def _names(kinds: tuple[type, ...]) -> str:
     words = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
              dict: "an object", list: "a list", type(None): "null"}
     return " or ".join(words.get(k, k.__name__) for k in kinds)
+
+
+def int_arg(name: str, default: int | None = None) -> int | None:
+    """A non-negative integer query parameter (``default`` when absent)."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit():
+        raise Invalid(f"{name} must be a non-negative integer", field=name)
+    return int(raw)
+
+
+def json_value() -> Any:
+    """The request's JSON body, any JSON value (the service checks its shape)."""
+    if not request.is_json:
+        raise Invalid("request body must be JSON (Content-Type: application/json)", body="not json")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise Invalid("request body is not valid JSON", body="malformed")
+    return body

@@ -7,6 +7,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from officina.platform.datasets.entities import Build, BuildFile
+from officina.platform.db.ids import valid_uuid
 
 # Serialises garbage collection against writers that rely on a blob already being stored.
 GC_LOCK = 0x0FF1C1A_6C
@@ -30,9 +31,7 @@ def insert_build(conn, *, team_id: int, dataset: str, op: str, status: str, para
 
 
 def get_build(conn, build_id: str, *, lock: bool = False) -> Build | None:
-    try:
-        uuid.UUID(str(build_id))
-    except ValueError:
+    if valid_uuid(build_id) is None:
         return None
     if lock:
         conn.execute("SELECT 1 FROM dataset_builds WHERE id = %s FOR UPDATE", (build_id,))
@@ -42,9 +41,7 @@ def get_build(conn, build_id: str, *, lock: bool = False) -> Build | None:
 
 def get_build_lean(conn, build_id: str) -> Build | None:
     """A build without its file counts (cheap: for every request of an upload)."""
-    try:
-        uuid.UUID(str(build_id))
-    except ValueError:
+    if valid_uuid(build_id) is None:
         return None
     with conn.cursor(row_factory=class_row(Build)) as cur:
         return cur.execute(

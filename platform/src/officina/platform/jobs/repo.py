@@ -6,6 +6,7 @@ import uuid
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from officina.platform.db.ids import valid_uuid
 from officina.platform.jobs.entities import Job, JobEvent, LogLine
 
 _JOB = """
@@ -13,13 +14,6 @@ SELECT j.id::text AS id, j.team_id, t.name AS team, j.name, j.project, j.spec, j
        j.attempt, j.max_retries, j.timeout_s, j.lease_owner, j.lease_expires_at, j.cancel_requested, j.reason,
        j.exit_code, j.run_id::text AS run_id, j.created_by, j.created_at, j.started_at, j.finished_at, j.updated_at
 FROM jobs j JOIN teams t ON t.id = j.team_id"""
-
-
-def _uuid(value: str) -> str | None:
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        return None
 
 
 def insert_job(conn, *, team_id: int, name: str, project: str, spec: dict, queue: str, priority: int,
@@ -33,7 +27,7 @@ def insert_job(conn, *, team_id: int, name: str, project: str, spec: dict, queue
 
 
 def get_job(conn, job_id: str, *, lock: bool = False) -> Job | None:
-    if _uuid(job_id) is None:
+    if valid_uuid(job_id) is None:
         return None
     with conn.cursor(row_factory=class_row(Job)) as cur:
         return cur.execute(_JOB + " WHERE j.id = %s" + (" FOR UPDATE OF j" if lock else ""), (job_id,)).fetchone()

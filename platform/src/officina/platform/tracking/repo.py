@@ -8,19 +8,13 @@ from datetime import datetime
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from officina.platform.db.ids import valid_uuid
 from officina.platform.tracking.entities import Artifact, Checkpoint, Run
 
 _RUN = """
 SELECT r.id::text AS id, r.team_id, t.name AS team, r.project, r.name, r.job_id::text AS job_id, r.status, r.params,
        r.tags, r.git, r.system, r.created_by, r.created_at, r.ended_at, r.updated_at
 FROM runs r JOIN teams t ON t.id = r.team_id"""
-
-
-def valid_uuid(value: str) -> str | None:
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        return None
 
 
 def insert_run(conn, *, team_id: int, project: str, name: str, params: dict, tags: dict, git: dict | None,

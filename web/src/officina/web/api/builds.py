@@ -5,21 +5,13 @@ from flask import Blueprint, jsonify, request
 
 from officina.platform.errors import Invalid
 from officina.web.auth import current_principal, services
-from officina.web.inputs import json_body
+from officina.web.inputs import int_arg, json_body
 from officina.web.serialize import to_json
 
 bp = Blueprint("builds", __name__, url_prefix="/builds")
 # Team-scoped lineage lookups live beside the teams routes.
 lineage_bp = Blueprint("lineage", __name__, url_prefix="/teams/<team>/lineage")
 
-
-def _int_arg(name: str) -> int | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    if not raw.isdigit():
-        raise Invalid(f"{name} must be a positive integer", field=name)
-    return int(raw)
 
 
 @bp.get("/<build_id>")
@@ -46,7 +38,7 @@ def put_file(build_id: str, path: str):
     principal = current_principal()
     body = services().builds.put_file(principal, build_id, path, request.get_data(cache=False),
                                       sha256=request.headers.get("X-Content-SHA256") or None,
-                                      part=_int_arg("part"), parts=_int_arg("parts"))
+                                      part=int_arg("part"), parts=int_arg("parts"))
     return jsonify(body)
 
 

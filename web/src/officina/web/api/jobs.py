@@ -3,21 +3,13 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from officina.platform.errors import Invalid, NotFound
+from officina.platform.errors import NotFound
 from officina.web.auth import current_principal, services
-from officina.web.inputs import json_body
+from officina.web.inputs import int_arg, json_body, json_value
 from officina.web.serialize import to_json
 
 bp = Blueprint("jobs", __name__)
 
-
-def _int_arg(name: str, default: int | None = None) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit():
-        raise Invalid(f"{name} must be a non-negative integer", field=name)
-    return int(raw)
 
 
 @bp.put("/teams/<team>/code/<sha256>")
@@ -35,18 +27,13 @@ def has_code(team: str, sha256: str):
 
 @bp.post("/teams/<team>/jobs")
 def submit(team: str):
-    if not request.is_json:
-        raise Invalid("a job is submitted as JSON (Content-Type: application/json)", body="not json")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise Invalid("request body is not valid JSON", body="malformed")
-    return jsonify(job=to_json(services().jobs.submit(current_principal(), team, body))), 201
+    return jsonify(job=to_json(services().jobs.submit(current_principal(), team, json_value()))), 201
 
 
 @bp.get("/teams/<team>/jobs")
 def list_jobs(team: str):
     jobs = services().jobs.list(current_principal(), team, state=request.args.get("state") or None,
-                                project=request.args.get("project") or None, limit=_int_arg("limit", 100))
+                                project=request.args.get("project") or None, limit=int_arg("limit", 100))
     return jsonify(jobs=to_json(jobs))
 
 
@@ -62,10 +49,10 @@ def job_events(job_id: str):
 
 @bp.get("/jobs/<job_id>/logs")
 def job_logs(job_id: str):
-    job, lines = services().jobs.logs(current_principal(), job_id, after=_int_arg("after", 0),
-                                      attempt=_int_arg("attempt"))
-    nxt = lines[-1].seq if lines else _int_arg("after", 0)
-    return jsonify(lines=to_json(lines), next=nxt, attempt=_int_arg("attempt") or max(job.attempt, 1),
+    job, lines = services().jobs.logs(current_principal(), job_id, after=int_arg("after", 0),
+                                      attempt=int_arg("attempt"))
+    nxt = lines[-1].seq if lines else int_arg("after", 0)
+    return jsonify(lines=to_json(lines), next=nxt, attempt=int_arg("attempt") or max(job.attempt, 1),
                    done=job.ended and len(lines) == 0, state=job.state)
 
 

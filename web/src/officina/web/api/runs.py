@@ -7,40 +7,24 @@ from flask import Blueprint, Response, jsonify, request
 
 from officina.platform.errors import Invalid
 from officina.web.auth import current_principal, services
-from officina.web.inputs import json_body
+from officina.web.inputs import int_arg, json_body, json_value
 from officina.web.serialize import to_json
 
 bp = Blueprint("runs", __name__)
 
 
-def _int_arg(name: str, default: int | None = None) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit():
-        raise Invalid(f"{name} must be a non-negative integer", field=name)
-    return int(raw)
-
-
-def _any_json():
-    if not request.is_json:
-        raise Invalid("request body must be JSON (Content-Type: application/json)", body="not json")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise Invalid("request body is not valid JSON", body="malformed")
-    return body
 
 
 @bp.post("/teams/<team>/runs")
 def create_run(team: str):
-    return jsonify(run=to_json(services().tracking.create_run(current_principal(), team, _any_json()))), 201
+    return jsonify(run=to_json(services().tracking.create_run(current_principal(), team, json_value()))), 201
 
 
 @bp.get("/teams/<team>/runs")
 def list_runs(team: str):
     runs = services().tracking.list(current_principal(), team, project=request.args.get("project") or None,
                                     status=request.args.get("status") or None, q=request.args.get("q") or None,
-                                    sort=request.args.get("sort") or None, limit=_int_arg("limit", 100))
+                                    sort=request.args.get("sort") or None, limit=int_arg("limit", 100))
     return jsonify(runs=to_json(runs))
 
 
@@ -56,7 +40,7 @@ def get_run(run_id: str):
 
 @bp.patch("/runs/<run_id>")
 def update_run(run_id: str):
-    return jsonify(run=to_json(services().tracking.update(current_principal(), run_id, _any_json())))
+    return jsonify(run=to_json(services().tracking.update(current_principal(), run_id, json_value())))
 
 
 @bp.post("/runs/<run_id>/params")
@@ -85,8 +69,8 @@ def metrics(run_id: str):
 
 @bp.get("/runs/<run_id>/metrics/<path:key>")
 def history(run_id: str, key: str):
-    body = services().tracking.history(current_principal(), run_id, key, max_points=_int_arg("max_points", 1000),
-                                       min_step=_int_arg("min_step"), max_step=_int_arg("max_step"))
+    body = services().tracking.history(current_principal(), run_id, key, max_points=int_arg("max_points", 1000),
+                                       min_step=int_arg("min_step"), max_step=int_arg("max_step"))
     return jsonify(to_json(body))
 
 
