@@ -258,3 +258,18 @@ def test_submit_bad_input(jobs, api, team, live_stack):
     assert_error(api.post(base, {"entrypoint": "main.py", "code": code}, token=viewer), 403, "forbidden")
     assert_error(api.get("/jobs/not-a-uuid"), 404, "not_found")
     assert_error(api.get(f"/teams/{team}/jobs?state=sleeping"), 400, "invalid", mentions="sleeping")
+
+
+def test_a_duplicate_delivery_never_runs_a_job_twice(jobs, live_stack):
+    """Celery may deliver a message again (acks_late past the visibility timeout): the attempt number fences it."""
+    from officina.platform.tasks import JOB_RUN
+
+    job = jobs.submit("import time\nprint('once', flush=True)\ntime.sleep(3)\n")
+    jobs.wait_log(job["id"], "once")
+    celery = live_stack.services.celery
+    assert celery.send_task(JOB_RUN, args=[job["id"], 1], queue="cpu").get(timeout=30) == "skipped"  # same attempt
+    assert celery.send_task(JOB_RUN, args=[job["id"], 0], queue="cpu").get(timeout=30) == "skipped"  # a stale one
+    done = jobs.wait(job["id"])
+    assert done["state"] == "succeeded" and done["attempt"] == 1
+    assert jobs.logs(job["id"]).count("once") == 1
+    assert [e["to_state"] for e in jobs.events(job["id"])].count("running") == 1
