@@ -137,3 +137,4 @@ def page(browser, browser_context_args, request) -> Iterator[object]:
 def screenshot() -> Callable[[object, str], Path]:
     """``screenshot(page, name)``: save test-artifacts/screenshots/<name>.png and return its path."""
     return _save_screenshot
+

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import tarfile
 
 import pytest
+from browser_helpers import login_as_member
 
 
 @pytest.fixture
@@ -17,14 +17,7 @@ def browser_context_args(live_stack) -> dict:
 @pytest.fixture
 def member(page, live_stack):
     """A new team, and the page logged in as a member of it; returns (team, api token)."""
-    team = live_stack.make_team()
-    username, password, token = live_stack.make_user(team, "member")
-    page.goto("/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r".*/$"))
-    return team, token
+    return login_as_member(page, live_stack)
 
 
 def _submit(live_stack, token: str, team: str, script: str) -> str:
@@ -53,7 +46,7 @@ def test_job_page_tails_the_log_and_cancels(page, live_stack, member, screenshot
                      "import sys, time\nfor i in range(300):\n    print('tick', i, flush=True)\n"
                      "    if i == 2: print('a warning', file=sys.stderr, flush=True)\n    time.sleep(0.1)\n")
     page.goto("/jobs")
-    page.click(f"text=ticker")
+    page.click("text=ticker")
     page.wait_for_url(f"**/jobs/{job_id}")
     page.wait_for_function("() => document.getElementById('job-log').textContent.includes('tick 8')", timeout=30_000)
     assert page.locator("#job-state").inner_text() == "running"

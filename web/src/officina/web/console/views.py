@@ -14,7 +14,6 @@ bp = Blueprint("console", __name__)
 # Areas later issues fill in; each shows in the navigation from the start.
 AREAS = {
     "labeling": ("Labeling", "Label projects, tasks and annotations."),
-    "experiments": ("Experiments", "Runs with their parameters, metrics, logs and artifacts."),
     "tuning": ("Tuning", "Hyper-parameter studies and their trials."),
     "models": ("Models", "The model registry, CI gates and exports."),
     "deployments": ("Deployments", "Serving endpoints, canaries and shadows."),
@@ -141,6 +140,7 @@ def admin():
                            teams=auth.list_teams(principal), new_user=new_user)
 
 
-# The Data area's pages live in their own module, on this blueprint.
+# The Data, Jobs and Experiments areas' pages live in their own modules, on this blueprint.
 from officina.web.console import data as _data  # noqa: E402,F401
 from officina.web.console import jobs as _jobs  # noqa: E402,F401
+from officina.web.console import experiments as _experiments  # noqa: E402,F401

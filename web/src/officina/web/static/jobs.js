@@ -31,6 +31,9 @@
       if (stateEl && stateEl.textContent !== body.state) {
         stateEl.textContent = body.state;
         stateEl.className = "state " + body.state;
+        // the run exists once the job has started: reload once to show its link
+        if (!document.querySelector("a.run-link") && ["queued", "admitted"].indexOf(body.state) < 0 &&
+            ended.indexOf(body.state) < 0) { location.reload(); return; }
       }
       if (ended.indexOf(body.state) >= 0 && body.lines.length === 0) {
         log.dataset.done = "1";
