@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 KINDS = ("tabular", "images", "text", "files")
 MAX_DECLARE = 10_000
 MAX_PART_SIZE = 32 * 1024 * 1024
-BATCH_PUT_THREADS = 4
+BATCH_PUT_THREADS = 8
 
 
 def part_key(build_id: str, path: str, part: int) -> str:
