@@ -68,3 +68,10 @@ def test_submit_form_shows_errors(page, live_stack, member):
     page.fill("textarea[name=params]", "{not json")
     page.click("#submit-job button[type=submit]")
     assert "params must be a JSON object" in page.locator(".flash.error").inner_text()
+
+
+def test_fleet_page_lists_the_workers(page, live_stack, member, screenshot):
+    page.goto("/fleet")
+    row = page.locator("table.fleet tr[data-worker]").first
+    assert "online" in row.inner_text() and "cpu" in row.inner_text()
+    screenshot(page, "fleet")

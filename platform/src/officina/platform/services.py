@@ -11,6 +11,7 @@ from officina.platform.auth.service import AuthService
 from officina.platform.datasets.builds import BuildService
 from officina.platform.datasets.service import DatasetService
 from officina.platform.db import open_pool
+from officina.platform.fleet.service import FleetService
 from officina.platform.jobs.lifecycle import Lifecycle
 from officina.platform.jobs.service import JobService
 from officina.platform.settings import Settings, with_secrets
@@ -62,6 +63,10 @@ class Services:
     def jobs(self) -> JobService:
         return JobService(self.pool, BlobStore(self.store), self.auth, self.datasets, self.lifecycle,
                           max_code_bundle=self.settings.max_code_bundle)
+
+    @cached_property
+    def fleet(self) -> FleetService:
+        return FleetService(self.pool)
 
     @cached_property
     def tracking(self) -> TrackingService:

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     web_threads: int = Field(default=8, description="Threads per web worker process (requests served at once).")
     worker_processes: int = Field(default=1, description="Celery worker processes `officina up` starts.")
     worker_concurrency: int = Field(default=2, description="Tasks one Celery worker process runs at once.")
+    worker_simulated_gpus: int = Field(default=0, ge=0, le=64, description="GPUs a worker declares without having "
+                                       "them (tests, demos): jobs get their indices and run on the CPU.")
     worker_queues: str = Field(default="cpu,gpu,io", description="Queues the started workers consume.")
     token_ttl_days: int = Field(default=90, description="Lifetime of API tokens created at login.")
     log_level: str = Field(default="INFO", description="Log level of every process.")

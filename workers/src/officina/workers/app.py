@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 
-from celery.signals import worker_process_init, worker_process_shutdown
+import psycopg
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 
+from officina.platform.fleet.service import FleetService
 from officina.platform.services import Services
-from officina.platform.settings import Settings
+from officina.platform.settings import Settings, with_secrets
 from officina.platform.tasks import DATASET_GC, GC_EVERY_S, JOB_SWEEP, make_celery
 
 logger = logging.getLogger(__name__)
@@ -45,3 +47,43 @@ def _reset_after_fork(**_: object) -> None:
 def _close(**_: object) -> None:
     if _services is not None:
         _services.close()
+
+
+class _OneShotConnections:
+    """``connection()`` opens a fresh connection each time: the worker's main process keeps no pool,
+    so pool processes it forks later inherit no open database sockets."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def connection(self):
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+
+
+_membership = None
+
+
+@worker_ready.connect
+def _join_fleet(sender=None, **_: object) -> None:
+    """In the worker's main process: register this worker and start heartbeating."""
+    global _membership
+    from officina.workers.fleet import Membership
+
+    try:
+        queues = sorted(sender.app.amqp.queues.consume_from) if sender is not None else []
+    except AttributeError:
+        queues = []
+    queues = queues or settings.worker_queues.split(",")
+    fleet = FleetService(_OneShotConnections(with_secrets(settings).database_url))
+    _membership = Membership(fleet, getattr(sender, "hostname", None) or "worker", queues,
+                             settings.worker_simulated_gpus)
+    try:
+        _membership.start()
+    except Exception:  # a worker without the fleet still runs tasks; the log says why
+        logger.exception("could not register this worker in the fleet")
+
+
+@worker_shutdown.connect
+def _leave_fleet(**_: object) -> None:
+    if _membership is not None:
+        _membership.stop()

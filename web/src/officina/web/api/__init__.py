@@ -1,7 +1,7 @@
 """The JSON API under /api/v1: one nested blueprint per area."""
 from flask import Blueprint
 
-from officina.web.api import accounts, builds, datasets, jobs, runs, teams
+from officina.web.api import accounts, builds, datasets, fleet, jobs, runs, teams
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.register_blueprint(accounts.bp)
@@ -11,3 +11,4 @@ bp.register_blueprint(builds.bp)
 bp.register_blueprint(builds.lineage_bp)
 bp.register_blueprint(jobs.bp)
 bp.register_blueprint(runs.bp)
+bp.register_blueprint(fleet.bp)

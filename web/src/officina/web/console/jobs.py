@@ -71,3 +71,9 @@ def cancel_job(job_id: str):
     except OfficinaError as exc:
         flash(exc.message, "error")
     return redirect(url_for("console.job", job_id=job_id))
+
+
+@bp.get("/fleet")
+def fleet():
+    """The workers: host, queues, capacity, GPUs (real or simulated) and last heartbeat."""
+    return render_template("fleet.html", workers=services().fleet.list(current_principal()))

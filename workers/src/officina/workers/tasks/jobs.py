@@ -18,5 +18,6 @@ def run(self, job_id: str, attempt: int) -> str:
 
 @app.task(name=JOB_SWEEP, acks_late=False)
 def sweep() -> dict:
-    """Retry jobs whose worker was lost, re-send undelivered messages, admit queued jobs."""
-    return asdict(services().lifecycle.sweep())
+    """Mark silent workers lost, retry jobs whose worker was lost, re-send undelivered messages, admit jobs."""
+    lost = services().fleet.mark_lost()
+    return {**asdict(services().lifecycle.sweep()), "workers_lost": lost}

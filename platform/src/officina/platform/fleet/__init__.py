@@ -1,0 +1,1 @@
+"""The worker fleet: registration, heartbeats and capacity (real or simulated GPUs)."""
