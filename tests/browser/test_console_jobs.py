@@ -75,3 +75,31 @@ def test_fleet_page_lists_the_workers(page, live_stack, member, screenshot):
     row = page.locator("table.fleet tr[data-worker]").first
     assert "online" in row.inner_text() and "cpu" in row.inner_text()
     screenshot(page, "fleet")
+
+
+def test_admin_changes_a_team_quota(page, live_stack, screenshot):
+    team = live_stack.make_team()
+    page.goto("/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", live_stack.admin_password)
+    page.click("button[type=submit]")
+    page.goto("/admin")
+    row = page.locator(f"#quotas tr[data-team='{team}']")
+    row.locator("input[name=max_gpus]").fill("4")
+    row.locator("select[name=max_priority]").select_option("normal")
+    row.locator("button[type=submit]").click()
+    assert f"Quota of team {team} updated." in page.locator(".flash.ok").inner_text()
+    row = page.locator(f"#quotas tr[data-team='{team}']")
+    assert row.locator("input[name=max_gpus]").input_value() == "4"
+    assert "0 / 4" in row.inner_text()
+    screenshot(page, "admin-quotas")
+    row.locator("input[name=max_gpus]").fill("-2")
+    row.locator("button[type=submit]").click()
+    assert "max_gpus" in page.locator(".flash.error").inner_text()
+    from officina import sdk
+
+    sdk.connect(live_stack.url, live_stack.admin_token)
+    try:
+        assert sdk.admin.quota(team)["max_gpus"] == 4 and sdk.admin.quota(team)["max_priority"] == "normal"
+    finally:
+        sdk.connect(live_stack.url, "")

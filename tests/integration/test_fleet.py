@@ -57,3 +57,40 @@ def test_workers_register_heartbeat_and_get_lost_or_stopped(api, anon_api, live_
                                 and w["status"] == "online"), None))
     live_stack.stack.supervisor.stop(child.name)
     assert name8 not in _workers(api) and _workers(api, everything=True)[name8]["status"] == "stopped"
+
+
+def test_admins_set_quotas_audited_and_submit_checks(api, sdk_client, live_stack):
+    from test_jobs import Jobs
+
+    sdk = sdk_client
+    team = live_stack.make_team()
+    quota = sdk.admin.quota(team)
+    assert quota["max_gpus"] is None and quota["max_priority"] == "high" and quota["gpus_in_use"] == 0
+    changed = sdk.admin.set_quota(team, gpus=4, gpu_hours_per_week=100, max_priority="normal")
+    assert changed["max_gpus"] == 4 and changed["gpu_hours_per_week"] == 100 and changed["weight"] == 1
+    assert sdk.admin.set_quota(team, weight=2.5)["max_gpus"] == 4  # only the given fields change
+    with live_stack.services.pool.connection() as conn:
+        audit = conn.execute("SELECT detail FROM audit_log WHERE action = 'quota.set' AND target = %s ORDER BY id",
+                             (f"team:{team}",)).fetchall()
+    assert audit[0][0]["old"]["max_gpus"] is None and audit[0][0]["new"]["max_gpus"] == 4
+    assert audit[1][0]["old"]["weight"] == 1 and audit[1][0]["new"]["weight"] == 2.5
+    assert any(q["team"] == team for q in sdk.admin.quotas())
+
+    base = f"/teams/{team}/quota"
+    assert_error(api.put(base, {"max_gpus": -1}), 400, "invalid", mentions="max_gpus")
+    assert_error(api.put(base, {"max_gpus": 10**9}), 400, "invalid", mentions="max_gpus")
+    assert_error(api.put(base, {"weight": 0}), 400, "invalid", mentions="weight")
+    assert_error(api.put(base, {"max_priority": "urgent"}), 400, "invalid", mentions="max_priority")
+    assert_error(api.put(base, {"colour": "red"}), 400, "invalid", mentions="colour")
+    member = live_stack.make_user(team, "admin")[2]  # a team admin, not a site admin
+    assert_error(api.put(base, {"max_gpus": 8}, token=member), 403, "forbidden", mentions="administrators")
+    assert api.get(base, token=member).get_json()["quota"]["max_gpus"] == 4  # members may read it
+
+    jobs = Jobs(api, team)
+    code = jobs.upload({"main.py": "print(1)\n"})
+    assert_error(api.post(f"/teams/{team}/jobs", {"entrypoint": "main.py", "code": code, "priority": "high"},
+                          token=member), 403, "forbidden", mentions="up to priority normal")
+    assert_error(api.post(f"/teams/{team}/jobs", {"entrypoint": "main.py", "code": code, "gpus": 3}), 400,
+                 "invalid", mentions="largest online worker has")
+    ok = api.post(f"/teams/{team}/jobs", {"entrypoint": "main.py", "code": code, "priority": "normal"}, token=member)
+    assert ok.status_code == 201

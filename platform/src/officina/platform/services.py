@@ -11,6 +11,7 @@ from officina.platform.auth.service import AuthService
 from officina.platform.datasets.builds import BuildService
 from officina.platform.datasets.service import DatasetService
 from officina.platform.db import open_pool
+from officina.platform.fleet.quotas import QuotaService
 from officina.platform.fleet.service import FleetService
 from officina.platform.jobs.lifecycle import Lifecycle
 from officina.platform.jobs.service import JobService
@@ -62,7 +63,11 @@ class Services:
     @cached_property
     def jobs(self) -> JobService:
         return JobService(self.pool, BlobStore(self.store), self.auth, self.datasets, self.lifecycle,
-                          max_code_bundle=self.settings.max_code_bundle)
+                          max_code_bundle=self.settings.max_code_bundle, quotas=self.quotas)
+
+    @cached_property
+    def quotas(self) -> QuotaService:
+        return QuotaService(self.pool, self.auth)
 
     @cached_property
     def fleet(self) -> FleetService:

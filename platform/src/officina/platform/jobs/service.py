@@ -16,6 +16,7 @@ from officina.platform.datasets import repo as dataset_repo
 from officina.platform.datasets.archive import ArchiveLimits, iter_archive
 from officina.platform.datasets.service import DatasetService
 from officina.platform.errors import Conflict, Invalid, NotFound, TooLarge
+from officina.platform.fleet.quotas import QuotaService
 from officina.platform.jobs import repo
 from officina.platform.jobs.entities import ENDED, Job, JobEvent, LogLine
 from officina.platform.jobs.lifecycle import Lifecycle
@@ -41,9 +42,9 @@ class JobService:
     """Submitting and following jobs; the state machine itself lives in ``Lifecycle``."""
 
     def __init__(self, pool: ConnectionPool, blobs: BlobStore, auth: AuthService, datasets: DatasetService,
-                 lifecycle: Lifecycle, *, max_code_bundle: int):
+                 lifecycle: Lifecycle, *, max_code_bundle: int, quotas: QuotaService | None = None):
         self.pool, self.blobs, self.auth, self.datasets = pool, blobs, auth, datasets
-        self.lifecycle, self.max_code_bundle = lifecycle, max_code_bundle
+        self.lifecycle, self.max_code_bundle, self.quotas = lifecycle, max_code_bundle, quotas
 
     # -- code bundles ----------------------------------------------------------------------------------
     def bundle_limits(self) -> ArchiveLimits:
@@ -95,6 +96,8 @@ class JobService:
                 raise Invalid(f"dataset {key!r}: {exc.message}", field="datasets", dataset=key) from None
             resolved[key] = f"{name}:{version.number}"
         with self.pool.connection() as conn, conn.transaction():
+            if self.quotas is not None:
+                self.quotas.check_submit(conn, owner.id, owner.name, spec.priority, spec.gpus)
             if spec.code is not None:
                 row = conn.execute("SELECT paths FROM code_bundles WHERE team_id = %s AND sha256 = %s",
                                    (owner.id, spec.code)).fetchone()

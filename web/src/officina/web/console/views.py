@@ -5,7 +5,7 @@ from urllib.parse import urlparse
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from officina.platform.errors import OfficinaError, Unauthenticated
+from officina.platform.errors import Invalid, OfficinaError, Unauthenticated
 from officina.platform.health import check_all
 from officina.web.auth import current_principal, login_session, logout_session, services
 
@@ -123,7 +123,11 @@ def admin():
     new_user = None
     if request.method == "POST":
         try:
-            if request.form.get("action") == "create_team":
+            if request.form.get("action") == "set_quota":
+                team = request.form.get("team", "")
+                services().quotas.set(principal, team, _quota_form(request.form))
+                flash(f"Quota of team {team} updated.", "ok")
+            elif request.form.get("action") == "create_team":
                 auth.create_team(principal, request.form.get("name", "").strip(),
                                  request.form.get("description", ""))
                 flash("Team created.", "ok")
@@ -137,7 +141,23 @@ def admin():
         except OfficinaError as exc:
             flash(exc.message, "error")
     return render_template("admin.html", users=auth.list_users(principal),
-                           teams=auth.list_teams(principal), new_user=new_user)
+                           teams=auth.list_teams(principal), new_user=new_user,
+                           quotas=services().quotas.list(principal))
+
+
+def _quota_form(form) -> dict:
+    """Quota fields from the admin form: blank caps mean no cap; numbers are checked by the service."""
+    def number(name: str, kind):
+        raw = (form.get(name) or "").strip()
+        if raw == "":
+            return None
+        try:
+            return kind(raw)
+        except ValueError:
+            raise Invalid(f"{name} must be a number, not {raw!r}", field=name) from None
+
+    return {"max_gpus": number("max_gpus", int), "gpu_hours_per_week": number("gpu_hours_per_week", float),
+            "max_priority": form.get("max_priority", "high"), "weight": number("weight", float) or 1.0}
 
 
 # The Data, Jobs and Experiments areas' pages live in their own modules, on this blueprint.
