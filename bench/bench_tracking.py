@@ -1,9 +1,10 @@
 """Benchmark: metric ingest and history reads, Officina vs MLflow on the same Postgres (issue 4).
 
 Targets: ingest through the SDK ≥ 10× MLflow's ``log_batch`` points/s; reading a 100,000-point
-history for a chart under 200 ms server-side and ≥ 5× faster than MLflow's ``get_metric_history``.
+history for a chart under 200 ms server-side and ≥ 5× faster than MLflow's ``get_metric_history``;
+a 1,000,000-point history for a chart well under 200 ms server-side (read from metric tiles).
 
-Run: .venv/bin/python bench/bench_tracking.py [--points N] [--mlflow-python /tmp/mlflow-venv/bin/python]
+Run: .venv/bin/python bench/bench_tracking.py [--points N] [--long-points N] [--mlflow-python /tmp/mlflow-venv/bin/python]
 MLflow is not a dependency of Officina: install it into a separate venv, e.g.
 ``python3 -m venv /tmp/mlflow-venv && /tmp/mlflow-venv/bin/pip install mlflow psycopg2-binary``.
 The bench starts the embedded stack in a temp dir, creates a second database ``mlflow`` on the
@@ -84,7 +85,7 @@ def ours(url: str, token: str, points: int) -> dict:
     return {"ingest_s": ingest, "reads": reads, "run_id": run.id}
 
 
-def server_side_read(services, run_id: str) -> float:
+def server_side_read(services, run_id: str, max_points: int = 1000) -> float:
     """The history query alone, in the server's own code (no HTTP)."""
     from officina.platform.tracking import repo
 
@@ -92,14 +93,46 @@ def server_side_read(services, run_id: str) -> float:
     with services.pool.connection() as conn:
         for _ in range(5):
             t0 = time.perf_counter()
-            repo.history(conn, run_id, "loss", min_step=None, max_step=None, max_points=1000)
+            repo.history(conn, run_id, "loss", min_step=None, max_step=None, max_points=max_points)
             times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def long_history(running, points: int) -> dict:
+    """Store ``points`` points of one key through the service (10,000 per call), then time chart reads."""
+    import random
+
+    import requests
+
+    services = running.services
+    admin = services.auth.principal_for_user(services.auth.get_user("admin").id)
+    run = services.tracking.create_run(admin, "default", {"project": "bench", "name": "long"})
+    rng = random.Random(0)
+    t0 = time.perf_counter()
+    for start in range(0, points, 10_000):
+        services.tracking.log_metrics(admin, run.id, [{"key": "loss", "value": rng.random(), "step": i}
+                                                      for i in range(start, min(points, start + 10_000))])
+    ingest = time.perf_counter() - t0
+    with services.pool.connection() as conn:
+        conn.execute("ANALYZE metrics")
+        conn.execute("ANALYZE metric_tiles")
+    out = {"ingest_s": ingest, "server": {}, "http": {}}
+    for max_points in (1000, 2000, 20000):
+        out["server"][max_points] = server_side_read(services, run.id, max_points)
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            requests.get(f"{running.url}/api/v1/runs/{run.id}/metrics/loss?max_points={max_points}",
+                         headers={"Authorization": f"Bearer {running.token}"}, timeout=60).raise_for_status()
+            times.append(time.perf_counter() - t0)
+        out["http"][max_points] = min(times)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--long-points", type=int, default=1_000_000, help="points of the long history read")
     parser.add_argument("--mlflow-python", default="/tmp/mlflow-venv/bin/python")
     args = parser.parse_args()
     from stack import embedded, free_port
@@ -109,6 +142,7 @@ def main() -> None:
         try:
             mine = ours(running.url, running.token, args.points)
             mine["server_read_s"] = server_side_read(running.services, mine["run_id"])
+            long = long_history(running, args.long_points) if args.long_points else None
             theirs = None
             if Path(args.mlflow_python).exists():
                 database_url = running.settings.database_url
@@ -152,6 +186,15 @@ def main() -> None:
               f"({theirs['read_points']} points) → ratio {theirs['read_s'] / mine['reads'][1000][0]:.1f}x (target ≥ 5x)")
     else:
         print("  mlflow: not measured (no MLflow venv; see the docstring)")
+    if long:
+        m = args.long_points
+        print(f"history read of {m:,} points (stored through the service at "
+              f"{m / long['ingest_s']:,.0f} points/s, 10,000 per call)")
+        for max_points in long["server"]:
+            print(f"  officina max_points={max_points:<6}: server-side {long['server'][max_points] * 1000:7.1f} ms, "
+                  f"end to end {long['http'][max_points] * 1000:7.1f} ms (target < 200 ms for a chart)")
+        print("  mlflow: not measured at this size (its ingest alone would take "
+              + (f"~{m / (n / theirs['ingest_s']) / 60:.0f} min)" if theirs else "minutes)"))
 
 
 if __name__ == "__main__":

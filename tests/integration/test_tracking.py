@@ -2,7 +2,9 @@
 run-scoped tokens, the SDK's buffered sender surviving an outage, and jobs resuming from checkpoints."""
 from __future__ import annotations
 
+import io
 import math
+import random
 import socket
 import threading
 import time
@@ -48,6 +50,32 @@ def test_metrics_are_idempotent_summarised_and_downsampled(api, team):
     assert listed[0]["id"] == run["id"] and listed[0]["metrics"]["acc"] == 0.9
 
 
+def test_long_histories_are_read_from_tiles_exactly_as_a_full_scan(live_stack, team):
+    """Points arrive out of order, in overlapping batches; every read equals the reference downsampler."""
+    from officina.platform.tracking.downsample import downsample
+
+    services = live_stack.services
+    admin = services.auth.principal_for_user(services.auth.get_user("admin").id)
+    run = services.tracking.create_run(admin, team, {"project": "tiles"})
+    rng = random.Random(4)
+    series = {i: round(rng.gauss(0, 1), 3) for i in range(0, 240_000, 2)}  # 120,000 points, ties included
+    series[150_000] = 1e9
+    points = [{"key": "loss", "value": v, "step": s} for s, v in series.items()]
+    rng.shuffle(points)
+    for start in range(0, len(points), 9_000):
+        services.tracking.log_metrics(admin, run.id, points[start:start + 10_000])  # overlapping: duplicates
+    assert services.tracking.metrics(admin, run.id)["loss"]["count"] == len(series)
+    everything = sorted(series.items())
+    for max_points, lo, hi in ((1000, None, None), (300, None, None), (1000, 1_001, 200_001), (50, 90_000, 90_400),
+                               (5000, 17, None)):
+        inside = [(s, v) for s, v in everything if (lo is None or s >= lo) and (hi is None or s <= hi)]
+        got = services.tracking.history(admin, run.id, "loss", max_points=max_points, min_step=lo, max_step=hi)
+        expected, reduced = downsample(inside, max_points)
+        assert [(p[0], p[1]) for p in got["points"]] == expected, (max_points, lo, hi)
+        assert got["total"] == len(inside) and got["downsampled"] == reduced
+    assert [150_000, 1e9, None] in services.tracking.history(admin, run.id, "loss", max_points=100)["points"]
+
+
 def test_bad_metrics_and_runs_are_refused_clearly(api, team, live_stack):
     run = _run(api, team)
     base = f"/runs/{run['id']}/metrics"
@@ -55,15 +83,28 @@ def test_bad_metrics_and_runs_are_refused_clearly(api, team, live_stack):
                            ({"key": "loss", "value": "high", "step": 1}, "finite"),
                            ({"key": "loss", "value": 1.0, "step": -1}, "step"),
                            ({"key": "bad\nkey", "value": 1.0, "step": 1}, "key")):
-        if mention is None:
-            response = api.call("POST", base, data=b'{"metrics": [{"key": "loss", "value": NaN, "step": 1}]}',
-                                content_type="application/json")
-            assert response.status_code == 400
+        if mention is None:  # JSON has no NaN, but Python's encoder writes it: the refusal names the point
+            response = api.call("POST", base, data=b'{"metrics": [{"key": "ok", "value": 1, "step": 0},'
+                                b' {"key": "loss", "value": NaN, "step": 1}]}', content_type="application/json")
+            error = assert_error(response, 400, "invalid", mentions="loss at step 1")
+            assert "finite" in error["message"] and str(error["details"]["index"]) == "1"
         else:
             assert_error(api.post(base, {"metrics": [point]}), 400, "invalid", mentions=mention)
     assert api.get(f"/runs/{run['id']}/metrics").get_json()["metrics"] == {}  # nothing half-written
     assert_error(api.post(f"/teams/{team}/runs", {"project": "a/b"}), 400, "invalid", mentions="project")
-    assert_error(api.get("/runs/nope"), 404, "not_found")
+    for path in ("/runs/nope", "/runs/nope/metrics", "/runs/nope/metrics/loss", "/runs/nope/artifacts",
+                 "/runs/nope/artifacts/a.txt", "/runs/nope/checkpoints/latest", "/runs/nope/lineage",
+                 f"/runs/{run['id']}/metrics/never-logged", f"/runs/{run['id']}/artifacts/none.txt",
+                 f"/runs/{run['id']}/checkpoints/7"):
+        assert_error(api.get(path), 404, "not_found")
+    assert_error(api.post("/runs/nope/metrics", {"metrics": [{"key": "x", "value": 1, "step": 0}]}), 404, "not_found")
+    for query, field in (("max_points=1", "max_points"), ("max_points=x", "max_points"),
+                         (f"min_step={2**70}", "min_step")):
+        assert_error(api.get(f"{base}/loss?{query}"), 400, "invalid", mentions=field)
+    assert_error(api.get(f"/runs/{run['id']}/checkpoints/-1"), 400, "invalid")
+    assert_error(api.post(base, {"metrics": [{"key": "x", "value": 1, "step": 0}] * 10_001}), 400, "invalid",
+                 mentions="at most 10000")
+    assert_error(api.post(f"/runs/{run['id']}/params", {"params": [1, 2]}), 400, "invalid", mentions="object")
     other = live_stack.make_user(live_stack.make_team())[2]
     assert_error(api.get(f"/runs/{run['id']}", token=other), 404, "not_found")
     viewer = live_stack.make_user(team, role="viewer")[2]
@@ -81,6 +122,11 @@ def test_run_tokens_write_only_to_their_own_run(api, team, live_stack):
     assert_error(api.post(f"/runs/{other['id']}/metrics", point, token=token), 403, "forbidden",
                  mentions="only to that run")
     assert_error(api.post(f"/teams/{team}/runs", {"project": "p"}, token=token), 403, "forbidden")
+    upload = api.post(f"/teams/{team}/datasets/from-a-run/versions", json=None, token=token,
+                      data={"file": (io.BytesIO(b"a,b\n1,2\n"), "t.csv")}, content_type="multipart/form-data")
+    assert_error(upload, 403, "forbidden", mentions=f"belongs to run {mine['id']}")
+    assert api.call("PUT", f"/runs/{mine['id']}/checkpoints/1", data=b"x", token=token).status_code == 201
+    assert_error(api.call("PUT", f"/runs/{other['id']}/checkpoints/1", data=b"x", token=token), 403, "forbidden")
     assert api.get(f"/runs/{other['id']}", token=token).status_code == 200  # reading the team is fine
 
 
@@ -90,13 +136,15 @@ def test_artifacts_and_checkpoints_round_trip(api, team):
     response = api.call("PUT", f"/runs/{run['id']}/artifacts/plots/curve.bin", data=blob,
                         headers={"X-Meta": '{"what": "curve"}'}, content_type="application/octet-stream")
     assert response.status_code == 201 and response.get_json()["artifact"]["meta"] == {"what": "curve"}
-    assert api.get(f"/runs/{run['id']}/artifacts/plots/curve.bin").data == blob
+    download = api.get(f"/runs/{run['id']}/artifacts/plots/curve.bin")
+    assert download.data == blob and download.headers["Content-Length"] == str(len(blob))
     assert_error(api.call("PUT", f"/runs/{run['id']}/artifacts/../x", data=b"x"), 400, "invalid")
     assert_error(api.get(f"/runs/{run['id']}/checkpoints/latest"), 404, "not_found", mentions="no checkpoint")
     for step in (1, 2):
         assert api.call("PUT", f"/runs/{run['id']}/checkpoints/{step}", data=b"state %d" % step).status_code == 201
     latest = api.get(f"/runs/{run['id']}/checkpoints/latest")
     assert latest.data == b"state 2" and latest.headers["X-Checkpoint-Step"] == "2"
+    assert latest.headers["X-Checkpoint-Format"] == "bytes"
     assert api.get(f"/runs/{run['id']}/checkpoints/1").data == b"state 1"
     assert_error(api.call("PUT", f"/runs/{run['id']}/checkpoints/3", data=b""), 400, "invalid", mentions="empty")
 
@@ -168,6 +216,8 @@ def test_sdk_buffers_metrics_through_an_outage(live_stack, team):
         run.finish()
         summary = sdk.client().get(f"/runs/{run.id}/metrics")["metrics"]
         assert summary["loss"]["count"] == 900 and summary["acc"]["count"] == 600 and run.dropped == 0
+        acc = sdk.client().get(f"/runs/{run.id}/metrics/acc?max_points=1000")
+        assert [p[0] for p in acc["points"]] == list(range(300, 900))  # every point once, none lost
         assert sdk.tracking.get_run(run.id)["status"] == "finished"
     finally:
         proxy.close()
@@ -188,13 +238,37 @@ def test_sdk_run_params_artifacts_model_and_checkpoint(sdk_client, team, tmp_pat
         saved = run.log_model(model, example_input=torch.zeros(2, 4))
         assert saved["meta"]["format"] == "torchscript" and saved["kind"] == "model"
         sdk.checkpoint.save({"w": torch.ones(3)}, step=5)
-        step, state = sdk.checkpoint.load(raw=False)
+        step, state = sdk.checkpoint.load()  # saved through torch: comes back loaded (weights_only)
         assert step == 5 and torch.equal(state["w"], torch.ones(3))
+        sdk.checkpoint.save(b"\x00raw", step=7)
+        assert sdk.checkpoint.load() == (7, b"\x00raw") and sdk.checkpoint.load(step=5, raw=True)[1][:2] == b"PK"
+        with pytest.raises(sdk.InvalidRequest, match="finite"):
+            run.log_metric("loss", float("nan"))
+        with pytest.raises(sdk.InvalidRequest, match="key"):
+            run.log_metric("bad\nkey", 1.0)
     record = sdk.tracking.get_run(run.id)
     assert record["status"] == "finished" and record["params"] == {"lr": 0.1, "layers": 2}
     assert record["metrics"]["loss"] == pytest.approx(math.exp(-19 / 5))
     points = sdk.tracking.history(run.id, "loss")
     assert len(points) == 20
+
+
+def test_sdk_attached_to_a_runs_keeps_counting_its_steps(sdk_client, team, monkeypatch):
+    """Inside a job (OFFICINA_RUN_ID), automatic steps continue after what the run already holds."""
+    sdk = sdk_client
+    first = sdk.init(project="attach", team=team, system_metrics=False)
+    for value in (3.0, 2.0, 1.0):
+        first.log_metric("loss", value)
+    first.finish()
+    monkeypatch.setenv("OFFICINA_RUN_ID", first.id)
+    again = sdk.init(tags={"attempt": 2}, system_metrics=False)
+    assert again.id == first.id and sdk.active_run() is again
+    again.log_metric("loss", 0.5)
+    again.log_metrics({"loss": 0.25, "acc": 0.9})
+    again.finish()
+    points = sdk.tracking.history(first.id, "loss")
+    assert [p[:2] for p in points] == [[0, 3.0], [1, 2.0], [2, 1.0], [3, 0.5], [4, 0.25]]
+    assert sdk.tracking.get_run(first.id)["tags"] == {"attempt": 2}
 
 
 RESUMABLE = """

@@ -11,7 +11,13 @@ from __future__ import annotations
 import atexit
 import io
 import json
+import math
+import operator
 import os
+import re
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -27,6 +33,8 @@ BATCH = 1000
 FLUSH_S = 0.5
 MAX_BUFFERED = 1_000_000
 SYSTEM_EVERY_S = 10.0
+KEY = re.compile(r"^[A-Za-z0-9_\-./: ]{1,250}$")  # as the server checks it
+MAX_STEP = 2**62
 
 _active: "Run | None" = None
 
@@ -40,11 +48,11 @@ def _thread_client() -> Client:
 class Run:
     """A tracked run. Use it as a context manager, or call ``finish()``."""
 
-    def __init__(self, data: dict[str, Any], *, system_metrics: bool = True):
+    def __init__(self, data: dict[str, Any], *, system_metrics: bool = True, last_steps: dict[str, int] | None = None):
         self.data = data
         self.id: str = data["id"]
         self._points: deque[dict[str, Any]] = deque()
-        self._steps: dict[str, int] = {}
+        self._steps: dict[str, int] = dict(last_steps or {})  # key -> last step (auto steps continue after it)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -75,6 +83,7 @@ class Run:
         sdk.client().post(f"/runs/{self.id}/params", {"params": params})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
+        """Merge tags into the run."""
         sdk.client().request("PATCH", f"/runs/{self.id}", json={"tags": tags})
 
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
@@ -82,20 +91,41 @@ class Run:
         self.log_metrics({key: value}, step=step)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        """Queue several points at one step. Non-finite values raise at once (the server refuses them)."""
+        """Queue several points at one step (default: each key's previous step + 1).
+
+        What the server would refuse raises here at once (a bad key or step, a NaN or infinite
+        value), so a queued batch is never refused for one bad point.
+        """
+        if step is not None:
+            given = step
+            try:
+                step = -1 if isinstance(step, bool) else operator.index(step)  # int, numpy or torch integers
+            except TypeError:
+                step = -1
+            if not 0 <= step < MAX_STEP:
+                raise InvalidRequest(f"step must be a non-negative integer, got {given!r}")
+        checked = []
+        for key, value in metrics.items():
+            if not isinstance(key, str) or not KEY.fullmatch(key):
+                raise InvalidRequest(f"metric key {key!r} must be 1-250 letters, digits, spaces or _-./:")
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise InvalidRequest(f"metric {key!r}: value must be a number, got {value!r}") from None
+            if not math.isfinite(value):
+                raise InvalidRequest(f"metric {key!r}: value must be finite, got {value}")
+            checked.append((key, value))
         now = time.time()
         with self._lock:
-            for key, value in metrics.items():
-                value = float(value)
-                if value != value or value in (float("inf"), float("-inf")):
-                    raise InvalidRequest(f"metric {key!r}: value must be finite, got {value}")
+            for key, value in checked:
                 s = step if step is not None else self._steps.get(key, -1) + 1
                 self._steps[key] = max(s, self._steps.get(key, -1))
-                if len(self._points) >= MAX_BUFFERED:
+                if len(self._points) >= MAX_BUFFERED:  # the oldest point goes first (counted in ``dropped``)
                     self._points.popleft()
                     self.dropped += 1
-                self._points.append({"key": key, "value": value, "step": int(s), "ts": now})
-        if len(self._points) >= BATCH:
+                self._points.append({"key": key, "value": value, "step": s, "ts": now})
+            full = len(self._points) >= BATCH
+        if full:
             self._wake.set()
 
     def log_artifact(self, path: str | os.PathLike, name: str | None = None, *, kind: str = "artifact",
@@ -113,8 +143,15 @@ class Run:
 
     def log_model(self, model: Any, name: str = "model", example_input: Any = None,
                   meta: dict | None = None) -> dict[str, Any]:
-        """Save a torch model: TorchScript when it traces or scripts, else its state_dict; logged as kind=model."""
-        import torch
+        """Save a torch model as ``<name>.pt`` (kind=model): TorchScript when it traces (with
+        ``example_input``) or scripts, else its state_dict."""
+        try:
+            import torch
+        except ImportError:
+            raise InvalidRequest("log_model saves torch models, and torch is not installed") from None
+        if not isinstance(model, torch.nn.Module):
+            raise InvalidRequest(f"log_model takes a torch.nn.Module, not {type(model).__name__}; "
+                                 "save other models to a file and use log_artifact")
 
         buf = io.BytesIO()
         fmt = "torchscript"
@@ -180,17 +217,16 @@ class Run:
                 try:
                     client.post(f"/runs/{self.id}/metrics", {"metrics": batch})
                     backoff = 0.5
-                except (ConnectionFailed, ServerError) as exc:  # keep the points; try again
+                except OfficinaError as exc:
                     self.last_error = str(exc)
-                    with self._lock:
-                        self._points.extendleft(reversed(batch))
-                        self._in_flight = 0
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
-                    continue
-                except OfficinaError as exc:  # refused for good (e.g. bad key): drop this batch, say why
-                    self.last_error = str(exc)
-                    self.dropped += len(batch)
+                    if isinstance(exc, (ConnectionFailed, ServerError)) or exc.status in (408, 429):
+                        with self._lock:  # keep the points (the server ignores any it already has); retry
+                            self._points.extendleft(reversed(batch))
+                            self._in_flight = 0
+                        time.sleep(backoff)
+                        backoff = min(backoff * 2, 10.0)
+                        continue
+                    self.dropped += len(batch)  # refused for good (e.g. the run was deleted): say why
                 finally:
                     with self._idle:
                         self._in_flight = 0
@@ -199,37 +235,110 @@ class Run:
                 return
 
     def _system_loop(self) -> None:
+        sampler = SystemSampler()
+        while not self._stop.wait(SYSTEM_EVERY_S):
+            try:
+                points = sampler.sample()
+                if points:
+                    self.log_metrics(points)  # steps continue per key, also in a resumed job
+            except Exception as exc:  # never let monitoring break a training run
+                self.last_error = f"system metrics: {exc}"
+
+
+class SystemSampler:
+    """CPU, memory and GPU figures of this machine as ``system/…`` metrics.
+
+    CPU and memory come from psutil when installed, else from /proc; GPUs from ``nvidia-smi``, else
+    from torch.cuda when the program already uses it (never initialising CUDA itself). What is not
+    available is left out.
+    """
+
+    def __init__(self) -> None:
         try:
             import psutil
         except ImportError:
-            return
-        psutil.cpu_percent(None)
-        step = 0
-        while not self._stop.wait(SYSTEM_EVERY_S):
-            memory = psutil.virtual_memory()
-            points = {"system/cpu_percent": psutil.cpu_percent(None), "system/memory_percent": memory.percent,
-                      "system/memory_used_mb": memory.used / 2**20}
-            points.update(_gpu_metrics())
-            self.log_metrics(points, step=step)
-            step += 1
+            psutil = None
+        self.psutil = psutil
+        self._cpu: tuple[int, int] | None = None
+        self._nvidia_smi = shutil.which("nvidia-smi")
+        self.sample_cpu()  # the first reading only sets the baseline
 
+    def sample(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        cpu = self.sample_cpu()
+        if cpu is not None:
+            out["system/cpu_percent"] = cpu
+        out.update(self.sample_memory())
+        out.update(self.sample_gpus())
+        return out
 
-def _gpu_metrics() -> dict[str, float]:
-    """GPU utilisation and memory from torch.cuda where a GPU is present (else nothing)."""
-    try:
-        import torch
-    except ImportError:
-        return {}
-    if not torch.cuda.is_available():
-        return {}
-    out: dict[str, float] = {}
-    for i in range(torch.cuda.device_count()):
+    def sample_cpu(self) -> float | None:
+        """CPU use since the previous call, in percent of all cores."""
+        if self.psutil is not None:
+            return float(self.psutil.cpu_percent(None))
         try:
-            out[f"system/gpu{i}_utilization"] = float(torch.cuda.utilization(i))
-        except Exception:  # needs pynvml; memory still works
+            with open("/proc/stat", encoding="ascii") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle, total = fields[3] + (fields[4] if len(fields) > 4 else 0), sum(fields[:8])
+        previous, self._cpu = self._cpu, (idle, total)
+        if previous is None or total <= previous[1]:
+            return None
+        return 100.0 * (1 - (idle - previous[0]) / (total - previous[1]))
+
+    def sample_memory(self) -> dict[str, float]:
+        if self.psutil is not None:
+            memory = self.psutil.virtual_memory()
+            return {"system/memory_percent": float(memory.percent), "system/memory_used_mb": memory.used / 2**20}
+        try:
+            with open("/proc/meminfo", encoding="ascii") as f:
+                info = {line.split(":")[0]: int(line.split()[1]) for line in f if line.split()[1:2]}
+            total, available = info["MemTotal"], info["MemAvailable"]
+        except (OSError, ValueError, KeyError, IndexError):
+            return {}
+        return {"system/memory_percent": 100.0 * (total - available) / total,
+                "system/memory_used_mb": (total - available) / 1024}
+
+    def sample_gpus(self) -> dict[str, float]:
+        if self._nvidia_smi:
+            try:
+                return parse_nvidia_smi(subprocess.run(
+                    [self._nvidia_smi, "--query-gpu=index,utilization.gpu,memory.used,memory.total",
+                     "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10, check=True).stdout)
+            except (OSError, subprocess.SubprocessError, ValueError):
+                self._nvidia_smi = None  # not usable here: stop asking
+        torch = sys.modules.get("torch")
+        if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+            return {}
+        out: dict[str, float] = {}
+        for i in range(torch.cuda.device_count()):
+            out[f"system/gpu{i}_memory_used_mb"] = torch.cuda.memory_reserved(i) / 2**20
+            try:
+                out[f"system/gpu{i}_utilization"] = float(torch.cuda.utilization(i))
+            except Exception:  # needs pynvml
+                pass
+        return out
+
+
+def parse_nvidia_smi(text: str) -> dict[str, float]:
+    """``system/gpu<i>_utilization``, ``_memory_used_mb`` and ``_memory_percent`` from
+    ``nvidia-smi --query-gpu=index,utilization.gpu,memory.used,memory.total --format=csv,noheader,nounits``."""
+    out: dict[str, float] = {}
+    for line in text.strip().splitlines():
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) != 4:
+            continue
+        index, util, used, total = cells
+        for name, value in (("utilization", util), ("memory_used_mb", used)):
+            try:
+                out[f"system/gpu{int(index)}_{name}"] = float(value)
+            except ValueError:  # "[N/A]" on some boards
+                pass
+        try:
+            out[f"system/gpu{int(index)}_memory_percent"] = 100.0 * float(used) / float(total)
+        except (ValueError, ZeroDivisionError):
             pass
-        free, total = torch.cuda.mem_get_info(i)
-        out[f"system/gpu{i}_memory_used_mb"] = (total - free) / 2**20
     return out
 
 
@@ -238,8 +347,12 @@ def init(project: str = "default", name: str | None = None, params: dict[str, An
     """Start a run (or, inside a job, attach to the job's run) and make it the active one."""
     global _active
     run_id = os.environ.get("OFFICINA_RUN_ID")
+    last_steps: dict[str, int] = {}
     if run_id:
         data = sdk.client().get(f"/runs/{run_id}")["run"]
+        # A resumed attempt continues each key's automatic steps after what the run already holds.
+        summary = sdk.client().get(f"/runs/{run_id}/metrics")["metrics"]
+        last_steps = {key: int(s["step"]) for key, s in summary.items()}
     else:
         from officina.sdk.datasets import _team
 
@@ -247,13 +360,16 @@ def init(project: str = "default", name: str | None = None, params: dict[str, An
         if name:
             body["name"] = name
         data = sdk.client().post(f"/teams/{quote(_team(team), safe='')}/runs", body)["run"]
-    _active = Run(data, system_metrics=system_metrics)
+    _active = Run(data, system_metrics=system_metrics, last_steps=last_steps)
     if run_id and params:
         _active.log_params(params)
+    if run_id and tags:
+        _active.set_tags(tags)
     return _active
 
 
 def active_run() -> Run | None:
+    """The run ``init`` made (None before, and after it finished)."""
     return _active
 
 
@@ -268,6 +384,7 @@ def history(run_id: str, key: str, max_points: int = 1000) -> list[list]:
 
 
 def list_runs(team: str | None = None, *, project: str | None = None, sort: str | None = None) -> list[dict]:
+    """A team's runs (newest first, or ``sort="metric:<key>:desc"``) with their last metric values."""
     from officina.sdk.datasets import _team
 
     query = "&".join(f"{k}={quote(v)}" for k, v in (("project", project), ("sort", sort)) if v)

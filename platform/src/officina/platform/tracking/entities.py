@@ -41,4 +41,5 @@ class Checkpoint:
     sha256: str
     size: int
     attempt: int | None
+    format: str  # 'bytes' (stored as given) or 'torch' (torch.save; load with weights_only=True)
     created_at: datetime

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,6 +28,7 @@ MAX_POINTS_PER_CALL = 10_000
 MAX_HISTORY_POINTS = 20_000
 STATUSES = ("running", "finished", "failed", "killed")
 ARTIFACT_KINDS = ("artifact", "model")
+CHECKPOINT_FORMATS = ("bytes", "torch")
 _KEY = re.compile(r"^[A-Za-z0-9_\-./: ]{1,250}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 
@@ -162,20 +164,26 @@ class TrackingService:
         return {"received": len(rows), "stored": stored}
 
     def metrics(self, principal: Principal, run_id: str) -> dict[str, dict]:
-        run = self.get(principal, run_id)
+        """Each metric's last value and step, min, max and count."""
+        run = self._readable(principal, run_id)
         with self.pool.connection() as conn:
             return repo.metric_summaries(conn, run.id)
 
     def history(self, principal: Principal, run_id: str, key: str, *, max_points: int = 1000,
                 min_step: int | None = None, max_step: int | None = None) -> dict[str, Any]:
-        run = self.get(principal, run_id)
+        """Points ``[step, value, ts]`` of one metric in ``min_step..max_step``; above ``max_points``,
+        each of at most ``max_points // 2`` step buckets keeps its lowest and highest point."""
+        run = self._readable(principal, run_id)
         if not 2 <= max_points <= MAX_HISTORY_POINTS:
             raise Invalid(f"max_points must be between 2 and {MAX_HISTORY_POINTS}", field="max_points")
+        for label, value in (("min_step", min_step), ("max_step", max_step)):
+            if value is not None and not 0 <= value < 2**62:
+                raise Invalid(f"{label} must be a step (a non-negative integer below 2^62)", field=label)
         with self.pool.connection() as conn:
             points, total, downsampled = repo.history(conn, run.id, key, min_step=min_step, max_step=max_step,
                                                       max_points=max_points)
-        if total == 0 and key not in self.metrics(principal, run_id):
-            raise NotFound(f"run {run.id} has no metric {key!r}")
+            if total == 0 and key not in repo.metric_summaries(conn, run.id):
+                raise NotFound(f"run {run.id} has no metric {key!r}")
         return {"key": key, "points": points, "total": total, "downsampled": downsampled}
 
     # -- artifacts and checkpoints ---------------------------------------------------------------------
@@ -189,56 +197,70 @@ class TrackingService:
         with self.pool.connection() as conn, conn.transaction():
             sha = self._store(conn, data)
             repo.upsert_artifact(conn, run.id, path, kind, sha, len(data), meta)
-            return next(a for a in repo.artifacts(conn, run.id) if a.path == path)
+            return repo.artifacts(conn, run.id, path)[0]
 
     def artifacts(self, principal: Principal, run_id: str) -> list[Artifact]:
-        run = self.get(principal, run_id)
+        run = self._readable(principal, run_id)
         with self.pool.connection() as conn:
             return repo.artifacts(conn, run.id)
 
-    def artifact_bytes(self, principal: Principal, run_id: str, path: str) -> tuple[Artifact, bytes]:
-        match = next((a for a in self.artifacts(principal, run_id) if a.path == path), None)
+    def open_artifact(self, principal: Principal, run_id: str, path: str) -> tuple[Artifact, Iterator[bytes]]:
+        """One artifact as (its record, an iterator of byte chunks) for streaming."""
+        run = self._readable(principal, run_id)
+        with self.pool.connection() as conn:
+            match = next(iter(repo.artifacts(conn, run.id, path)), None)
         if match is None:
-            raise NotFound(f"run {run_id} has no artifact {path!r}")
-        return match, self.blobs.get_bytes(match.sha256)
+            raise NotFound(f"run {run.id} has no artifact {path!r}")
+        return match, self._chunks(match.sha256)
 
-    def put_checkpoint(self, principal: Principal, run_id: str, step: int, data: bytes) -> Checkpoint:
+    def put_checkpoint(self, principal: Principal, run_id: str, step: int, data: bytes, *,
+                       fmt: str = "bytes") -> Checkpoint:
         """Store a checkpoint's bytes, then record it: a checkpoint counts only once fully written."""
         run = self._writable(principal, run_id)
         if not data:
             raise Invalid("a checkpoint cannot be empty", field="body")
+        if fmt not in CHECKPOINT_FORMATS:
+            raise Invalid(f"format must be one of {', '.join(CHECKPOINT_FORMATS)}", field="format")
+        if not 0 <= step < 2**62:
+            raise Invalid("step must be a non-negative integer", field="step")
         attempt = principal.scope.get("attempt") if isinstance(principal.scope.get("attempt"), int) else None
         with self.pool.connection() as conn, conn.transaction():
             sha = self._store(conn, data)
-            repo.insert_checkpoint(conn, run.id, step, sha, len(data), attempt)
-            return next(c for c in repo.checkpoints(conn, run.id) if c.step == step)
+            repo.insert_checkpoint(conn, run.id, step, sha, len(data), attempt, fmt)
+            return repo.checkpoint(conn, run.id, step)
 
     def checkpoints(self, principal: Principal, run_id: str) -> list[Checkpoint]:
-        run = self.get(principal, run_id)
+        run = self._readable(principal, run_id)
         with self.pool.connection() as conn:
             return repo.checkpoints(conn, run.id)
 
-    def checkpoint_bytes(self, principal: Principal, run_id: str, step: str) -> tuple[Checkpoint, bytes]:
-        """A checkpoint by step, or the latest (``"latest"``)."""
-        points = self.checkpoints(principal, run_id)
-        if not points:
-            raise NotFound(f"run {run_id} has no checkpoint yet")
-        if step == "latest":
-            match = points[-1]
-        else:
-            if not step.isdigit():
-                raise Invalid("step must be a number or 'latest'", field="step")
-            match = next((c for c in points if c.step == int(step)), None)
-            if match is None:
-                raise NotFound(f"run {run_id} has no checkpoint at step {step}")
-        return match, self.blobs.get_bytes(match.sha256)
+    def open_checkpoint(self, principal: Principal, run_id: str, step: str) -> tuple[Checkpoint, Iterator[bytes]]:
+        """A checkpoint by step, or the latest (``"latest"``), as (its record, an iterator of byte chunks)."""
+        run = self._readable(principal, run_id)
+        if step != "latest" and not (step.isdigit() and int(step) < 2**62):
+            raise Invalid("step must be a number or 'latest'", field="step")
+        with self.pool.connection() as conn:
+            match = repo.checkpoint(conn, run.id, None if step == "latest" else int(step))
+        if match is None:
+            raise NotFound(f"run {run.id} has no checkpoint yet" if step == "latest"
+                           else f"run {run.id} has no checkpoint at step {step}")
+        return match, self._chunks(match.sha256)
 
     def lineage(self, principal: Principal, run_id: str) -> list[dict]:
-        run = self.get(principal, run_id)
+        run = self._readable(principal, run_id)
         with self.pool.connection() as conn:
             return repo.run_lineage(conn, run.id)
 
     # -- helpers ---------------------------------------------------------------------------------------
+    def _readable(self, principal: Principal, run_id: str) -> Run:
+        """The run (without its last metric values), if the caller may read its team."""
+        with self.pool.connection() as conn:
+            run = repo.get_run(conn, run_id)
+        if run is None:
+            raise NotFound(f"run {run_id!r} not found")
+        self.auth.team(principal, run.team, Action.READ)
+        return run
+
     def _writable(self, principal: Principal, run_id: str) -> Run:
         """The run, if the caller may write to it: its own run token, or write access to its team."""
         with self.pool.connection() as conn:
@@ -253,6 +275,19 @@ class TrackingService:
         else:
             self.auth.team(principal, run.team, Action.WRITE)
         return run
+
+    def _chunks(self, sha256: str) -> Iterator[bytes]:
+        """A blob's bytes in chunks, fetched as the response is sent (a client checks the sha256)."""
+        response = self.blobs.store.open(blob_key(sha256))
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from response.stream(1 << 20)
+            finally:
+                response.close()
+                response.release_conn()
+
+        return chunks()
 
     def _store(self, conn, data: bytes) -> str:
         """Put bytes in the blob store inside ``conn``'s transaction, holding the GC lock shared."""

@@ -13,8 +13,6 @@ from officina.web.serialize import to_json
 bp = Blueprint("runs", __name__)
 
 
-
-
 @bp.post("/teams/<team>/runs")
 def create_run(team: str):
     return jsonify(run=to_json(services().tracking.create_run(current_principal(), team, json_value()))), 201
@@ -94,8 +92,9 @@ def list_artifacts(run_id: str):
 
 @bp.get("/runs/<run_id>/artifacts/<path:path>")
 def get_artifact(run_id: str, path: str):
-    artifact, data = services().tracking.artifact_bytes(current_principal(), run_id, path)
-    response = Response(data, mimetype="text/plain" if artifact.kind == "log" else "application/octet-stream")
+    artifact, chunks = services().tracking.open_artifact(current_principal(), run_id, path)
+    response = Response(chunks, mimetype="text/plain" if artifact.kind == "log" else "application/octet-stream")
+    response.headers["Content-Length"] = str(artifact.size)
     response.headers["X-Content-SHA256"] = artifact.sha256
     response.headers.set("Content-Disposition", "attachment", filename=path.rsplit("/", 1)[-1])
     return response
@@ -103,7 +102,8 @@ def get_artifact(run_id: str, path: str):
 
 @bp.put("/runs/<run_id>/checkpoints/<int:step>")
 def put_checkpoint(run_id: str, step: int):
-    checkpoint = services().tracking.put_checkpoint(current_principal(), run_id, step, request.get_data(cache=False))
+    checkpoint = services().tracking.put_checkpoint(current_principal(), run_id, step, request.get_data(cache=False),
+                                                    fmt=request.args.get("format", "bytes"))
     return jsonify(checkpoint=to_json(checkpoint)), 201
 
 
@@ -114,9 +114,11 @@ def list_checkpoints(run_id: str):
 
 @bp.get("/runs/<run_id>/checkpoints/<step>")
 def get_checkpoint(run_id: str, step: str):
-    checkpoint, data = services().tracking.checkpoint_bytes(current_principal(), run_id, step)
-    response = Response(data, mimetype="application/octet-stream")
+    checkpoint, chunks = services().tracking.open_checkpoint(current_principal(), run_id, step)
+    response = Response(chunks, mimetype="application/octet-stream")
+    response.headers["Content-Length"] = str(checkpoint.size)
     response.headers["X-Checkpoint-Step"] = str(checkpoint.step)
+    response.headers["X-Checkpoint-Format"] = checkpoint.format
     response.headers["X-Content-SHA256"] = checkpoint.sha256
     return response
 
