@@ -25,7 +25,7 @@ DOCKERFILE = ROOT / "infra" / "docker" / "Dockerfile"
 ENTRYPOINT = ROOT / "infra" / "docker" / "entrypoint.sh"
 ENV_EXAMPLE = ROOT / ".env.example"
 
-APP_SERVICES = ("migrate", "web", "worker", "gpu-worker", "beat")
+APP_SERVICES = ("migrate", "web", "worker", "gpu-worker", "beat", "scheduler")
 REQUIRED_ENV = (
     "OFFICINA_DATABASE_URL", "OFFICINA_S3_ENDPOINT", "OFFICINA_S3_ACCESS_KEY",
     "OFFICINA_S3_SECRET_KEY", "OFFICINA_S3_BUCKET", "OFFICINA_BROKER_URL",

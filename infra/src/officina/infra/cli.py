@@ -120,7 +120,9 @@ def up(workers: int | None, no_worker: bool) -> None:
                     break
                 stack.start("worker", index)
             if count and not stop.is_set():
-                stack.start("beat")  # periodic tasks (dataset garbage collection)
+                stack.start("beat")  # periodic tasks (dataset garbage collection, the job sweep)
+            if not stop.is_set():
+                stack.start("scheduler")  # admits queued jobs to workers and their GPUs
             if not stop.is_set():
                 _print_banner(resolved, password)
                 stack.supervise(stop)

@@ -135,3 +135,18 @@ def beat_process(settings: Settings, index: int) -> ProcessSpec:
         stop_signal=signal.SIGTERM,
         stop_grace=10.0,
     )
+
+
+@register("scheduler")
+def scheduler_process(settings: Settings, index: int) -> ProcessSpec:
+    """The scheduler: one leads (advisory lock), more stand by and take over when it dies."""
+    return ProcessSpec(
+        name=process_name("scheduler", index),
+        argv=[sys.executable, "-m", "officina.workers.scheduler"],
+        env=child_env(settings),
+        cwd=settings.home,
+        ready=log_says_after("officina scheduler ", min_age=0.5),
+        ready_timeout=60.0,
+        stop_signal=signal.SIGTERM,
+        stop_grace=10.0,
+    )

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from celery import Celery
+from kombu import Queue
 from psycopg_pool import ConnectionPool
 
 from officina.platform.auth.service import AuthService
@@ -15,6 +16,7 @@ from officina.platform.fleet.quotas import QuotaService
 from officina.platform.fleet.service import FleetService
 from officina.platform.jobs.lifecycle import Lifecycle
 from officina.platform.jobs.service import JobService
+from officina.platform.scheduler.service import Scheduler
 from officina.platform.settings import Settings, with_secrets
 from officina.platform.storage import ObjectStore
 from officina.platform.storage.blobs import BlobStore
@@ -74,11 +76,19 @@ class Services:
         return FleetService(self.pool)
 
     @cached_property
+    def scheduler(self) -> Scheduler:
+        return Scheduler(self.pool, self.send_task, worker_lost_s=self.settings.worker_lost_s)
+
+    @cached_property
     def tracking(self) -> TrackingService:
         return TrackingService(self.pool, BlobStore(self.store), self.auth)
 
     def send_task(self, name: str, args: list, queue: str) -> None:
-        """Send a task message (callers commit the job row first)."""
+        """Send a task message (callers commit the job row first). ``queue`` is one of ``QUEUES`` or a
+        worker's own queue (declared here as the worker declares it: the default exchange, routed by name)."""
+        queues = self.celery.amqp.queues
+        if queue not in queues:
+            queues.add(Queue(queue, routing_key=queue))
         self.celery.send_task(name, args=args, queue=queue)
 
     def close(self) -> None:

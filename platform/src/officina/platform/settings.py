@@ -51,6 +51,13 @@ class Settings(BaseSettings):
                                                          "heartbeat before the job is retried elsewhere.")
     job_sweep_s: float = Field(default=5.0, description="Seconds between sweeps for expired leases and "
                                                         "undelivered job messages.")
+    worker_lost_s: float = Field(default=30.0, gt=0, description="Seconds without a heartbeat after which a "
+                                 "worker is marked lost (its GPU leases are released, its jobs requeued).")
+    scheduler_interval_s: float = Field(default=2.0, gt=0, description="Seconds between scheduling passes when "
+                                        "nothing wakes the scheduler earlier (submits, finishes and quota "
+                                        "changes do).")
+    preempt_grace_s: float = Field(default=30.0, ge=0, description="Seconds a preempted job has after SIGTERM "
+                                   "to checkpoint and exit before it is killed.")
     web_workers: int = Field(default=2, description="gunicorn worker processes for the web app.")
     web_threads: int = Field(default=8, description="Threads per web worker process (requests served at once).")
     worker_processes: int = Field(default=1, description="Celery worker processes `officina up` starts.")

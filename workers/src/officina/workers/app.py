@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 
 import psycopg
-from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
+from celery.signals import (celeryd_after_setup, worker_process_init, worker_process_shutdown, worker_ready,
+                            worker_shutdown)
 
 from officina.platform.fleet.service import FleetService
+from officina.platform.scheduler.service import worker_queue
 from officina.platform.services import Services
 from officina.platform.settings import Settings, with_secrets
 from officina.platform.tasks import DATASET_GC, GC_EVERY_S, JOB_SWEEP, make_celery
@@ -63,6 +65,12 @@ class _OneShotConnections:
 _membership = None
 
 
+@celeryd_after_setup.connect
+def _own_queue(sender: str, instance, **_: object) -> None:
+    """Consume this worker's own queue too: the scheduler sends GPU jobs to the worker holding their GPUs."""
+    instance.app.amqp.queues.select_add(worker_queue(sender))
+
+
 @worker_ready.connect
 def _join_fleet(sender=None, **_: object) -> None:
     """In the worker's main process: register this worker and start heartbeating."""
@@ -75,8 +83,9 @@ def _join_fleet(sender=None, **_: object) -> None:
         queues = []
     queues = queues or settings.worker_queues.split(",")
     fleet = FleetService(_OneShotConnections(with_secrets(settings).database_url))
-    _membership = Membership(fleet, getattr(sender, "hostname", None) or "worker", queues,
-                             settings.worker_simulated_gpus)
+    name = getattr(sender, "hostname", None) or "worker"
+    queues = [q for q in queues if q != worker_queue(name)]
+    _membership = Membership(fleet, name, queues, settings.worker_simulated_gpus, settings.worker_lost_s)
     try:
         _membership.start()
     except Exception:  # a worker without the fleet still runs tasks; the log says why

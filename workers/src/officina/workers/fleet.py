@@ -7,7 +7,7 @@ import socket
 import threading
 from typing import Any
 
-from officina.platform.fleet.service import HEARTBEAT_S, FleetService
+from officina.platform.fleet.service import FleetService, heartbeat_every
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,10 @@ def machine() -> dict[str, Any]:
 class Membership:
     """Registers the worker on start, heartbeats from a thread, and says goodbye on shutdown."""
 
-    def __init__(self, fleet: FleetService, name: str, queues: list[str], simulated_gpus: int = 0):
+    def __init__(self, fleet: FleetService, name: str, queues: list[str], simulated_gpus: int = 0,
+                 lost_after_s: float = 30.0):
         self.fleet, self.name, self.queues = fleet, name, queues
+        self.every = heartbeat_every(lost_after_s)
         self.gpus = detect_gpus(simulated_gpus)
         self._stop = threading.Event()
 
@@ -52,7 +54,7 @@ class Membership:
         threading.Thread(target=self._beat, name="officina-heartbeat", daemon=True).start()
 
     def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
+        while not self._stop.wait(self.every):
             try:
                 self.fleet.heartbeat(self.name)
             except Exception:  # the database may be restarting; the next beat tries again

@@ -139,8 +139,10 @@ class JobRunner:
             sink.add("system", f"officina: {exc}")
             state, reason = "failed", f"the job could not run: {exc}"
         sink.flush()
-        ended = state if state != "lost" else None
-        if state != "lost" and not self.lifecycle.finish(job.id, attempt, state, reason, exit_code=code):
+        ended = state if state not in ("lost", "preempted") else None
+        if state == "preempted":
+            self.lifecycle.yield_attempt(job.id, attempt)
+        elif state != "lost" and not self.lifecycle.finish(job.id, attempt, state, reason, exit_code=code):
             ended = None  # another attempt owns the job now
         try:
             self.jobs.end_attempt(started, ended, sink.text())
@@ -211,7 +213,8 @@ class JobRunner:
             "OFFICINA_JOB_ID": job.id, "OFFICINA_ATTEMPT": str(job.attempt), "OFFICINA_TEAM": job.team,
             "OFFICINA_PROJECT": job.project, "OFFICINA_PARAMS": json.dumps(job.spec.get("params") or {}),
             "OFFICINA_DATASETS": json.dumps(started.datasets), "PYTHONUNBUFFERED": "1",
-            "CUDA_VISIBLE_DEVICES": env.get("CUDA_VISIBLE_DEVICES", "") if job.spec.get("gpus") else "",
+            # exactly the GPUs the scheduler leased to this attempt (none for a CPU job)
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, job.gpu_indices or [])) if job.gpus else "",
         })
         return env
 
@@ -246,6 +249,12 @@ class JobRunner:
                     sink.add("system", "officina: cancel requested; stopping the process tree")
                     kill_tree(proc)
                     outcome = ("cancelled", "cancelled on request", None)
+                    break
+                if status == "preempt":
+                    grace = self.settings.preempt_grace_s
+                    sink.add("system", f"officina: preempted; SIGTERM now, {grace:g} s to checkpoint and exit")
+                    kill_tree(proc, grace=grace)
+                    outcome = ("preempted", "preempted", None)
                     break
                 if status == "lost":
                     sink.add("system", "officina: this attempt lost its lease; stopping")

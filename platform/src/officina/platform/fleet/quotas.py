@@ -13,6 +13,7 @@ from officina.platform.auth.entities import Action, Principal
 from officina.platform.auth.service import AuthService
 from officina.platform.errors import Forbidden, Invalid
 from officina.platform.jobs.spec import PRIORITIES
+from officina.platform.scheduler.service import CHANNEL
 
 MAX_GPUS = 10_000
 MAX_GPU_HOURS = 1_000_000.0
@@ -34,11 +35,11 @@ def _read(conn, team_id: int, team: str) -> Quota:
     row = conn.execute("SELECT max_gpus, gpu_hours_per_week, max_priority, weight FROM team_quotas"
                        " WHERE team_id = %s", (team_id,)).fetchone()
     in_use, hours = conn.execute(
-        "SELECT coalesce(sum((spec->>'gpus')::int) FILTER (WHERE state IN ('admitted', 'running')), 0),"
-        " coalesce(sum((spec->>'gpus')::int * extract(epoch FROM coalesce(finished_at, now())"
-        "   - greatest(started_at, date_trunc('week', now()))) / 3600.0)"
-        "   FILTER (WHERE started_at IS NOT NULL AND coalesce(finished_at, now()) > date_trunc('week', now())), 0)"
-        " FROM jobs WHERE team_id = %s", (team_id,)).fetchone()
+        "SELECT (SELECT count(*) FROM gpu_leases WHERE team_id = %(t)s),"
+        " ((SELECT coalesce(sum(extract(epoch FROM until - greatest(since, date_trunc('week', now())))), 0)"
+        "   FROM gpu_usage WHERE team_id = %(t)s AND until > date_trunc('week', now()))"
+        " + (SELECT coalesce(sum(extract(epoch FROM now() - greatest(since, date_trunc('week', now())))), 0)"
+        "   FROM gpu_leases WHERE team_id = %(t)s)) / 3600.0", {"t": team_id}).fetchone()
     values = row or (None, None, "high", 1.0)
     return Quota(team, values[0], values[1], values[2], values[3], int(in_use), float(hours))
 
@@ -112,6 +113,7 @@ class QuotaService:
                           principal.user.id))
             auth_repo.insert_audit(conn, actor_id=principal.user.id, action="quota.set", target=f"team:{team}",
                                    detail={"old": {k: getattr(old, k) for k in FIELDS}, "new": new})
+            conn.execute(f"NOTIFY {CHANNEL}")  # jobs waiting on the old quota may start now
             return _read(conn, owner.id, owner.name)
 
     def check_submit(self, conn, team_id: int, team: str, priority: int, gpus: int) -> None:

@@ -10,9 +10,14 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from officina.platform.auth.entities import Principal
+from officina.platform.scheduler.service import CHANNEL
 
 HEARTBEAT_S = 5.0
-LOST_AFTER_S = 30.0
+
+
+def heartbeat_every(lost_after_s: float) -> float:
+    """How often a worker heartbeats so that missing two beats is still short of being lost."""
+    return max(0.5, min(HEARTBEAT_S, lost_after_s / 3))
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class FleetService:
                 " memory_mb = EXCLUDED.memory_mb, gpus = EXCLUDED.gpus, status = 'online', started_at = now(),"
                 " last_heartbeat = now()",
                 (name, info["host"], info["pid"], queues, info["cpus"], info["memory_mb"], Jsonb(gpus)))
+            conn.execute(f"NOTIFY {CHANNEL}")
 
     def heartbeat(self, name: str) -> None:
         with self.pool.connection() as conn:
@@ -57,13 +63,17 @@ class FleetService:
     def stopped(self, name: str) -> None:
         with self.pool.connection() as conn:
             conn.execute("UPDATE workers SET status = 'stopped' WHERE name = %s", (name,))
+            conn.execute(f"NOTIFY {CHANNEL}")
 
-    def mark_lost(self, older_than_s: float = LOST_AFTER_S) -> list[str]:
+    def mark_lost(self, older_than_s: float) -> list[str]:
         """Online workers silent for longer than ``older_than_s`` become lost; return their names."""
         with self.pool.connection() as conn:
-            return [r[0] for r in conn.execute(
+            lost = [r[0] for r in conn.execute(
                 "UPDATE workers SET status = 'lost' WHERE status = 'online'"
                 " AND last_heartbeat < now() - make_interval(secs => %s) RETURNING name", (older_than_s,))]
+            if lost:
+                conn.execute(f"NOTIFY {CHANNEL}")
+            return lost
 
     def list(self, principal: Principal, *, include_stopped: bool = False) -> list[Worker]:
         """Every worker (any signed-in user may see the fleet); online first."""

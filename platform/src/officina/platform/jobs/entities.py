@@ -33,6 +33,11 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    gpus: int = 0
+    worker: str | None = None               # where the scheduler placed it (GPU jobs)
+    gpu_indices: list[int] | None = None    # its GPUs on that worker (CUDA_VISIBLE_DEVICES)
+    preempt_reason: str | None = None       # set: the scheduler asked it to checkpoint and yield
+    preemptions: int = 0                    # attempts that ended without failing
 
     @property
     def ended(self) -> bool:

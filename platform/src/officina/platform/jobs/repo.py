@@ -12,7 +12,8 @@ from officina.platform.jobs.entities import Job, JobEvent, LogLine
 _JOB = """
 SELECT j.id::text AS id, j.team_id, t.name AS team, j.name, j.project, j.spec, j.queue, j.priority, j.state,
        j.attempt, j.max_retries, j.timeout_s, j.lease_owner, j.lease_expires_at, j.cancel_requested, j.reason,
-       j.exit_code, j.run_id::text AS run_id, j.created_by, j.created_at, j.started_at, j.finished_at, j.updated_at
+       j.exit_code, j.run_id::text AS run_id, j.created_by, j.created_at, j.started_at, j.finished_at, j.updated_at,
+       j.gpus, j.worker, j.gpu_indices, j.preempt_reason, j.preemptions
 FROM jobs j JOIN teams t ON t.id = j.team_id"""
 
 

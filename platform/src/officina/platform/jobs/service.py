@@ -21,6 +21,7 @@ from officina.platform.jobs import repo
 from officina.platform.jobs.entities import ENDED, Job, JobEvent, LogLine
 from officina.platform.jobs.lifecycle import Lifecycle
 from officina.platform.jobs.spec import parse_dataset_ref, parse_spec
+from officina.platform.scheduler.service import release_leases, wake
 from officina.platform.storage.blobs import BlobStore
 from officina.platform.storage.content import blob_key, check_sha, sha256_bytes
 
@@ -84,7 +85,8 @@ class JobService:
 
     # -- submitting ------------------------------------------------------------------------------------
     def submit(self, principal: Principal, team: str, body: Any) -> Job:
-        """Check and record a job, admit it (today: at once) and dispatch it to a worker."""
+        """Check and record a job; one without GPUs is admitted and dispatched at once, the scheduler
+        places the others."""
         owner = self.auth.team(principal, team, Action.WRITE)
         spec = parse_spec(body)
         resolved: dict[str, str] = {}
@@ -160,6 +162,8 @@ class JobService:
                 conn.execute("UPDATE jobs SET state = 'cancelled', cancel_requested = true, reason = %s,"
                              " finished_at = now(), updated_at = now() WHERE id = %s", (who, job.id))
                 repo.add_event(conn, job.id, job.state, "cancelled", job.attempt, who)
+                release_leases(conn, "l.job_id = %s", (job.id,))
+                wake(conn)
         return self.get(principal, job_id)
 
     # -- the worker's side -----------------------------------------------------------------------------
