@@ -317,3 +317,33 @@ def test_leader_failover_without_double_dispatch(teams, live_stack):
             sup.stop(child.name)
             live_stack.stack.start("scheduler")
         _wait(leader)
+
+
+def test_who_holds_what_and_why_jobs_wait_over_api_and_sdk(teams, live_stack, api, sdk_client, gpu_workers):
+    from checks import assert_error
+
+    team = teams()
+    running = team.submit(SLEEPER.format(seconds=600), gpus=1)
+    team.jobs.wait(running["id"], states=("running",))
+    placed = team.jobs.get(running["id"])
+    workers = {w["name"]: w for w in api.get("/fleet/workers").get_json()["workers"]}
+    gpu = next(g for g in workers[placed["worker"]]["gpus"] if g["index"] == placed["gpu_indices"][0])
+    assert gpu["holder"]["job_id"] == running["id"] and gpu["holder"]["team"] == team.name
+
+    broke = teams(gpu_hours_per_week=0)  # a budget used up: its jobs wait and say why
+    waiting = broke.submit(SLEEPER.format(seconds=1), gpus=1)
+    reason = _wait(lambda: broke.jobs.get(waiting["id"])["reason"])
+    assert reason == "waiting: team GPU-hour budget used (0.0/0 h this week)"
+
+    queue = {j["id"]: j for j in sdk_client.admin.queue()}
+    assert queue[running["id"]]["state"] == "running" and queue[running["id"]]["worker"] == placed["worker"]
+    assert queue[waiting["id"]]["reason"] == reason
+    state = sdk_client.admin.scheduler()
+    assert state["leader"] and state["last_pass"]["gpus"] >= 4 and state["last_pass_ms"] is not None
+
+    # members see their own teams' jobs only; bad input is a clear 400
+    username, _, token = live_stack.make_user(team.name, "member")
+    mine = api.get("/scheduler/queue", token=token).get_json()["jobs"]
+    assert {j["team"] for j in mine} == {team.name}
+    assert_error(api.get("/scheduler/queue?limit=lots"), 400, "invalid", mentions="limit")
+    assert_error(api.get("/scheduler", token=None), 401, "unauthenticated")

@@ -16,6 +16,7 @@ from officina.platform.fleet.quotas import QuotaService
 from officina.platform.fleet.service import FleetService
 from officina.platform.jobs.lifecycle import Lifecycle
 from officina.platform.jobs.service import JobService
+from officina.platform.scheduler.queue import QueueView
 from officina.platform.scheduler.service import Scheduler
 from officina.platform.settings import Settings, with_secrets
 from officina.platform.storage import ObjectStore
@@ -78,6 +79,10 @@ class Services:
     @cached_property
     def scheduler(self) -> Scheduler:
         return Scheduler(self.pool, self.send_task, worker_lost_s=self.settings.worker_lost_s)
+
+    @cached_property
+    def queue(self) -> QueueView:
+        return QueueView(self.pool)
 
     @cached_property
     def tracking(self) -> TrackingService:

@@ -28,5 +28,17 @@ def quotas() -> list[dict[str, Any]]:
 
 
 def workers(include_stopped: bool = False) -> list[dict[str, Any]]:
-    """The worker fleet: queues, CPUs, memory, GPUs (real or simulated), status and last heartbeat."""
+    """The worker fleet: queues, CPUs, memory, GPUs (real or simulated, each with its holder), status
+    and last heartbeat."""
     return sdk.client().get("/fleet/workers" + ("?all=1" if include_stopped else ""))["workers"]
+
+
+def queue(limit: int = 500) -> list[dict[str, Any]]:
+    """Active jobs you can see (every team's for admins): running first, then queued in scheduling
+    order, each with its waiting reason (``"waiting: team quota 4/4 GPUs in use"``), worker and GPUs."""
+    return sdk.client().get(f"/scheduler/queue?limit={int(limit)}")["jobs"]
+
+
+def scheduler() -> dict[str, Any]:
+    """The scheduler's leader and its last pass (queued, placed, waiting, preempted, free GPUs, ms)."""
+    return sdk.client().get("/scheduler")["scheduler"]

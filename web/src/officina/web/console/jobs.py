@@ -75,5 +75,8 @@ def cancel_job(job_id: str):
 
 @bp.get("/fleet")
 def fleet():
-    """The workers: host, queues, capacity, GPUs (real or simulated) and last heartbeat."""
-    return render_template("fleet.html", workers=services().fleet.list(current_principal()))
+    """The workers with each GPU's holder, the scheduler's state and the queue with waiting reasons."""
+    principal = current_principal()
+    svc = services()
+    return render_template("fleet.html", workers=svc.fleet.list(principal), holders=svc.queue.holders(),
+                           scheduler=svc.scheduler.state(), queue=svc.queue.queue(principal))

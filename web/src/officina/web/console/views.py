@@ -142,7 +142,9 @@ def admin():
             flash(exc.message, "error")
     return render_template("admin.html", users=auth.list_users(principal),
                            teams=auth.list_teams(principal), new_user=new_user,
-                           quotas=services().quotas.list(principal))
+                           quotas=services().quotas.list(principal), workers=services().fleet.list(principal),
+                           holders=services().queue.holders(), scheduler=services().scheduler.state(),
+                           queue=services().queue.queue(principal))
 
 
 def _quota_form(form) -> dict:
