@@ -347,3 +347,24 @@ def test_who_holds_what_and_why_jobs_wait_over_api_and_sdk(teams, live_stack, ap
     assert {j["team"] for j in mine} == {team.name}
     assert_error(api.get("/scheduler/queue?limit=lots"), 400, "invalid", mentions="limit")
     assert_error(api.get("/scheduler", token=None), 401, "unauthenticated")
+
+
+def test_cli_shows_the_queue_and_fleet_and_sets_quotas(live_stack, sdk_client, gpu_workers):
+    from click.testing import CliRunner
+
+    from officina.infra.cli import main
+
+    team = live_stack.make_team()
+    runner = CliRunner()
+    done = runner.invoke(main, ["quota", "set", team, "--gpus", "3", "--gpu-hours", "none", "--weight", "2"])
+    assert done.exit_code == 0, done.output
+    assert "max GPUs 3, no budget" in done.output and "weight 2" in done.output
+    shown = runner.invoke(main, ["quota", "show", team])
+    assert shown.exit_code == 0 and "GPUs 0/3" in shown.output and "no budget" in shown.output
+    bad = runner.invoke(main, ["quota", "set", team, "--gpus", "-1"])
+    assert bad.exit_code == 1 and "max_gpus" in bad.output
+    assert runner.invoke(main, ["quota", "set", team]).exit_code == 2
+    fleet = runner.invoke(main, ["fleet"])
+    assert fleet.exit_code == 0 and "scheduler leader:" in fleet.output
+    assert all(name in fleet.output for name in gpu_workers) and "GPU 1 simulated GPU" in fleet.output
+    assert runner.invoke(main, ["queue"]).exit_code == 0
