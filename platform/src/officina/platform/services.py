@@ -22,6 +22,7 @@ from officina.platform.settings import Settings, with_secrets
 from officina.platform.storage import ObjectStore
 from officina.platform.storage.blobs import BlobStore
 from officina.platform.tracking.service import TrackingService
+from officina.platform.tuning.service import StudyService
 from officina.platform.tasks import make_celery
 
 
@@ -83,6 +84,10 @@ class Services:
     @cached_property
     def queue(self) -> QueueView:
         return QueueView(self.pool)
+
+    @cached_property
+    def studies(self) -> StudyService:
+        return StudyService(self.pool, self.auth, self.jobs, self.settings.database_url)
 
     @cached_property
     def tracking(self) -> TrackingService:

@@ -17,6 +17,7 @@ DATASET_GC = "officina.datasets.gc"
 GC_EVERY_S = 3600.0
 JOB_RUN = "officina.jobs.run"
 JOB_SWEEP = "officina.jobs.sweep"
+TUNING_DRIVE = "officina.tuning.drive"
 
 
 def celery_config(settings: Settings) -> dict:

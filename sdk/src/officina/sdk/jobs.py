@@ -189,6 +189,17 @@ def submit(entrypoint: str | None = None, code_dir: str | os.PathLike = ".", par
     ``dataset=`` as its training data.
     """
     team = _team(team)
+    body = job_body(entrypoint, code_dir, params, datasets, gpus, cpus, memory, queue, priority, name, max_retries,
+                    timeout, trainer=trainer, dataset=dataset, project=project, team=team, env=env)
+    return Job(sdk.client().post(f"/teams/{quote(team, safe='')}/jobs", body)["job"])
+
+
+def job_body(entrypoint: str | None = None, code_dir: str | os.PathLike = ".", params: dict | None = None,
+             datasets: dict[str, str] | None = None, gpus: int = 0, cpus: float = 1, memory: str = "4Gi",
+             queue: str | None = None, priority: str = "normal", name: str | None = None, max_retries: int = 2,
+             timeout: str | int = "2h", *, trainer: str | None = None, dataset: str | None = None,
+             project: str | None = None, team: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The JSON body of a job (the code directory packed and uploaded once, by hash)."""
     datasets = dict(datasets or {})
     if dataset is not None:
         datasets.setdefault("train", dataset)
@@ -212,8 +223,7 @@ def submit(entrypoint: str | None = None, code_dir: str | os.PathLike = ".", par
         except NotFound:
             sdk.client().request("PUT", path, data=data, headers={"Content-Type": "application/gzip"})
         body.update(entrypoint=entrypoint, code=sha, git=git_info(code_dir))
-    body = {k: v for k, v in body.items() if v is not None}
-    return Job(sdk.client().post(f"/teams/{quote(team, safe='')}/jobs", body)["job"])
+    return {k: v for k, v in body.items() if v is not None}
 
 
 def get(job_id: str) -> Job:

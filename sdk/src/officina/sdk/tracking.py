@@ -52,6 +52,8 @@ class Run:
         self.data = data
         self.id: str = data["id"]
         self._points: deque[dict[str, Any]] = deque()
+        self._stop_checked: float | None = None
+        self._stop_answer, self.stop_reason = False, ""
         self._steps: dict[str, int] = dict(last_steps or {})  # key -> last step (auto steps continue after it)
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -182,6 +184,20 @@ class Run:
                 self._idle.wait(min(left, 0.2))
                 self._wake.set()
         return True
+
+    def should_stop(self) -> bool:
+        """True once this run's job should checkpoint and stop: cancelled, pruned by a tuning study's
+        early stopping, or preempted. (The process also gets SIGTERM and a grace period.) Asks the
+        server at most every 2 s; the reason is in ``stop_reason``."""
+        now = time.monotonic()
+        if self._stop_checked is None or now - self._stop_checked >= 2.0:
+            self._stop_checked = now
+            try:
+                answer = sdk.client().get(f"/runs/{self.id}/control")
+                self._stop_answer, self.stop_reason = bool(answer["stop"]), answer["reason"]
+            except (ConnectionFailed, ServerError):
+                pass  # unknown: keep the last answer; training goes on
+        return self._stop_answer
 
     def finish(self, status: str = "finished", timeout: float = 60.0) -> None:
         """Flush the metrics and mark the run ended (a job's own run is ended by its job instead)."""

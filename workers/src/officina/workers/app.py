@@ -15,17 +15,20 @@ from officina.platform.fleet.service import FleetService
 from officina.platform.scheduler.service import worker_queue
 from officina.platform.services import Services
 from officina.platform.settings import Settings, with_secrets
-from officina.platform.tasks import DATASET_GC, GC_EVERY_S, JOB_SWEEP, make_celery
+from officina.platform.tasks import DATASET_GC, GC_EVERY_S, JOB_SWEEP, TUNING_DRIVE, make_celery
 
 logger = logging.getLogger(__name__)
 
-TASK_MODULES = ("officina.workers.tasks.system", "officina.workers.tasks.datasets", "officina.workers.tasks.jobs")
+TASK_MODULES = ("officina.workers.tasks.system", "officina.workers.tasks.datasets", "officina.workers.tasks.jobs",
+                "officina.workers.tasks.tuning")
 
 settings = Settings()
 app = make_celery(settings, include=TASK_MODULES)
 app.conf.beat_schedule = {
     "dataset-gc": {"task": DATASET_GC, "schedule": GC_EVERY_S, "options": {"queue": "io"}},
     "job-sweep": {"task": JOB_SWEEP, "schedule": settings.job_sweep_s, "options": {"queue": "io", "expires": 60}},
+    "tuning-drive": {"task": TUNING_DRIVE, "schedule": settings.job_sweep_s,
+                     "options": {"queue": "io", "expires": 60}},
 }
 
 _services: Services | None = None

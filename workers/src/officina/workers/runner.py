@@ -272,6 +272,12 @@ class JobRunner:
         if outcome is not None:
             return outcome
         code = proc.returncode
+        # it may have exited because it was told to (run.should_stop()): then it was cancelled or preempted
+        status = self.lifecycle.heartbeat(job.id, job.attempt, self.worker)
+        if status == "cancel":
+            return "cancelled", f"cancelled on request (it stopped itself, exit code {code})", code
+        if status == "preempt":
+            return "preempted", "preempted", code
         if code == 0:
             return "succeeded", "exited with code 0", 0
         if code < 0:

@@ -87,6 +87,22 @@ class JobService:
     def submit(self, principal: Principal, team: str, body: Any) -> Job:
         """Check and record a job; one without GPUs is admitted and dispatched at once, the scheduler
         places the others."""
+        owner, spec, resolved = self._checked(principal, team, body)
+        with self.pool.connection() as conn, conn.transaction():
+            stored = {**spec.to_json(), "datasets": resolved}
+            job_id = repo.insert_job(conn, team_id=owner.id, name=spec.name, project=spec.project, spec=stored,
+                                     queue=spec.queue, priority=spec.priority, max_retries=spec.max_retries,
+                                     timeout_s=spec.timeout_s, user_id=principal.user.id)
+        self.lifecycle.admit([job_id])
+        return self.get(principal, job_id)
+
+    def check(self, principal: Principal, team: str, body: Any) -> dict[str, Any]:
+        """Check a job body as ``submit`` would, without submitting; return it with its datasets pinned
+        to versions (so jobs made from it later all read the same data)."""
+        _, _, resolved = self._checked(principal, team, body)
+        return {**body, "datasets": resolved}
+
+    def _checked(self, principal: Principal, team: str, body: Any):
         owner = self.auth.team(principal, team, Action.WRITE)
         spec = parse_spec(body)
         resolved: dict[str, str] = {}
@@ -97,7 +113,7 @@ class JobService:
             except NotFound as exc:
                 raise Invalid(f"dataset {key!r}: {exc.message}", field="datasets", dataset=key) from None
             resolved[key] = f"{name}:{version.number}"
-        with self.pool.connection() as conn, conn.transaction():
+        with self.pool.connection() as conn:
             if self.quotas is not None:
                 self.quotas.check_submit(conn, owner.id, owner.name, spec.priority, spec.gpus)
             if spec.code is not None:
@@ -108,12 +124,7 @@ class JobService:
                                   field="code")
                 if spec.entrypoint not in row[0]:
                     raise Invalid(f"entrypoint {spec.entrypoint!r} is not in the code bundle", field="entrypoint")
-            stored = {**spec.to_json(), "datasets": resolved}
-            job_id = repo.insert_job(conn, team_id=owner.id, name=spec.name, project=spec.project, spec=stored,
-                                     queue=spec.queue, priority=spec.priority, max_retries=spec.max_retries,
-                                     timeout_s=spec.timeout_s, user_id=principal.user.id)
-        self.lifecycle.admit([job_id])
-        return self.get(principal, job_id)
+        return owner, spec, resolved
 
     # -- reading ---------------------------------------------------------------------------------------
     def get(self, principal: Principal, job_id: str, action: Action = Action.READ) -> Job:
@@ -144,7 +155,7 @@ class JobService:
         with self.pool.connection() as conn:
             return job, repo.logs(conn, job.id, attempt or max(job.attempt, 1), after)
 
-    def cancel(self, principal: Principal, job_id: str) -> Job:
+    def cancel(self, principal: Principal, job_id: str, reason: str | None = None) -> Job:
         """Cancel a job: at once when it is not running, else its worker kills the process tree."""
         with self.pool.connection() as conn, conn.transaction():
             job = repo.get_job(conn, job_id, lock=True)
@@ -153,11 +164,11 @@ class JobService:
             self.auth.team(principal, job.team, Action.WRITE)
             if job.ended:
                 raise Conflict(f"job {job.id} already {job.state}", state=job.state)
-            who = f"cancelled by {principal.user.username}"
+            who = reason or f"cancelled by {principal.user.username}"
             if job.state == "running":
                 conn.execute("UPDATE jobs SET cancel_requested = true, updated_at = now() WHERE id = %s", (job.id,))
-                repo.add_event(conn, job.id, "running", "running", job.attempt, f"cancel requested by "
-                               f"{principal.user.username}")
+                repo.add_event(conn, job.id, "running", "running", job.attempt,
+                               reason or f"cancel requested by {principal.user.username}")
             else:
                 conn.execute("UPDATE jobs SET state = 'cancelled', cancel_requested = true, reason = %s,"
                              " finished_at = now(), updated_at = now() WHERE id = %s", (who, job.id))

@@ -78,6 +78,22 @@ class TrackingService:
             self.auth.team(principal, run.team, Action.READ)
             return Run(**{**run.__dict__, "metrics": repo.last_metrics(conn, [run.id]).get(run.id, {})})
 
+    def control(self, principal: Principal, run_id: str) -> dict[str, Any]:
+        """Whether the run's job should stop now (cancelled, pruned by a study, or preempted) and why."""
+        run = self._readable(principal, run_id)
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT j.cancel_requested, j.preempt_reason, (SELECT e.reason FROM job_events e WHERE e.job_id = j.id"
+                " ORDER BY e.id DESC LIMIT 1) FROM jobs j WHERE j.run_id = %s", (run.id,)).fetchone()
+        if row is None:
+            return {"stop": False, "reason": ""}
+        cancel, preempt, last = row
+        if cancel:
+            return {"stop": True, "reason": last or "cancelled"}
+        if preempt:
+            return {"stop": True, "reason": preempt}
+        return {"stop": False, "reason": ""}
+
     def list(self, principal: Principal, team: str, *, project: str | None = None, status: str | None = None,
              q: str | None = None, sort: str | None = None, limit: int = 100) -> list[Run]:
         """Runs of a team, newest first or sorted by a metric (``metric:<key>:desc``), with last metric values."""

@@ -36,6 +36,12 @@ def get_run(run_id: str):
     return jsonify(run=to_json(services().tracking.get(current_principal(), run_id)))
 
 
+@bp.get("/runs/<run_id>/control")
+def control(run_id: str):
+    """``{"stop": bool, "reason"}``: whether the run's job should checkpoint and stop (``run.should_stop()``)."""
+    return jsonify(services().tracking.control(current_principal(), run_id))
+
+
 @bp.patch("/runs/<run_id>")
 def update_run(run_id: str):
     return jsonify(run=to_json(services().tracking.update(current_principal(), run_id, json_value())))
