@@ -188,3 +188,37 @@ def test_parallelism_above_quota_waits_and_says_why(api, live_stack):
         assert any(r.endswith("waiting: team quota 1/1 GPUs in use") for r in reasons), reasons
     finally:
         live_stack.stack.supervisor.stop(worker.name)
+
+
+def test_sdk_tune_and_the_cli(sdk_client, live_stack, tmp_path):
+    from click.testing import CliRunner
+
+    from officina.infra.cli import main
+    from officina.sdk.tuning import choice, uniform
+
+    sdk = sdk_client
+    team = live_stack.make_team()
+    (tmp_path / "trial.py").write_text(_trial())
+    study = sdk.tune("trial.py", code_dir=tmp_path, team=team, metric="score", trials=4, parallel=2,
+                     algorithm="tpe", space={"x": uniform(0, 1), "bonus": choice([0, 1])}, name="from-sdk")
+    study.wait(timeout=180, poll=0.5)
+    assert study.state == "succeeded" and len(study.trials) == 4
+    assert study.best["value"] == max(t["value"] for t in study.trials)
+    assert study.best["params"]["bonus"] in (0, 1)
+    with pytest.raises(sdk.errors.InvalidRequest, match="low"):
+        sdk.tune("trial.py", code_dir=tmp_path, team=team, metric="score", space={"x": uniform(1, 0)})
+
+    runner = CliRunner()
+    space = '{"x": {"type": "float", "low": 0, "high": 1}}'
+    done = runner.invoke(main, ["tune", "trial.py", "--code-dir", str(tmp_path), "--team", team, "--metric", "score",
+                                "--space", space, "--trials", "2", "--parallel", "2", "--name", "from-cli", "--follow"])
+    assert done.exit_code == 0, done.output
+    assert "started study from-cli" in done.output and "best: trial" in done.output
+    assert done.output.count(" complete ") == 2
+    listed = runner.invoke(main, ["studies", "list", "--team", team])
+    assert listed.exit_code == 0 and "from-sdk" in listed.output and "from-cli" in listed.output
+    shown = runner.invoke(main, ["studies", "show", study.id])
+    assert shown.exit_code == 0 and "trial   3" in shown.output
+    bad = runner.invoke(main, ["tune", "trial.py", "--code-dir", str(tmp_path), "--team", team, "--metric", "score",
+                               "--space", "{nope"])
+    assert bad.exit_code == 2 and "not JSON" in bad.output

@@ -20,7 +20,7 @@ from officina.platform.db import open_pool
 from officina.platform.errors import OfficinaError
 from officina.platform.logs import configure
 from officina.platform.settings import Settings
-from officina.sdk import admin_cli, jobs_cli
+from officina.sdk import admin_cli, jobs_cli, tuning_cli
 from officina.sdk.cli import datasets as datasets_group
 
 logger = logging.getLogger(__name__)
@@ -183,6 +183,8 @@ main.add_command(jobs_cli.jobs)
 main.add_command(admin_cli.queue)
 main.add_command(admin_cli.fleet)
 main.add_command(admin_cli.quota)
+main.add_command(tuning_cli.tune)
+main.add_command(tuning_cli.studies)
 
 
 @main.group()

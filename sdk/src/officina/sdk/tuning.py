@@ -43,7 +43,7 @@ def randint(low: int, high: int, step: int = 1, log: bool = False) -> dict[str, 
 
 def choice(choices: list) -> dict[str, Any]:
     """One of ``choices`` (strings, numbers, booleans)."""
-    return {"type": "choice", "choices": list(choices)}
+    return {"type": "choice", "choices": [*choices]}
 
 
 class Study:
