@@ -358,7 +358,9 @@ def test_run_job_drives_the_sdk(monkeypatch, tmp_path):
         log_params=lambda p: calls.append(("params", p)),
         log_metrics=lambda m, step: calls.append(("metrics", step, m)),
         log_model=lambda model, name, example_input: calls.append(("model", name, tuple(example_input.shape))),
-        finish=lambda: calls.append(("finish",)))
+        finish=lambda status="finished": calls.append(("finish", status)),
+        should_stop=lambda: stop_after is not None and any(c[0] == "metrics" and c[1] >= stop_after for c in calls))
+    stop_after = None
     checkpoint = types.SimpleNamespace(save=lambda data, step: stored.__setitem__(step, data),
                                        load=lambda: (max(stored), stored[max(stored)]) if stored else None)
     got = {}
@@ -379,8 +381,16 @@ def test_run_job_drives_the_sdk(monkeypatch, tmp_path):
                "OFFICINA_DATASETS": '{"train": "cancer:2"}', "OFFICINA_PROJECT": "p", "OFFICINA_TEAM": "t"}
     assert job.run_job("tabular", tabular.train_version, environ) == 0
     assert got == {"project": "p", "ref": ("cancer", "2", "t")}
-    assert [c[1] for c in calls if c[0] == "metrics"] == [1, 2, 3, 3] and calls[-1] == ("finish",)
+    assert [c[1] for c in calls if c[0] == "metrics"] == [1, 2, 3, 3] and calls[-1] == ("finish", "finished")
     assert ("model", "model", (2, 30)) in calls and sorted(stored) == [2, 3]
     assert json.loads((tmp_path / "summary.json").read_text())["task"] == "classification"
     bad = dict(environ, OFFICINA_PARAMS='{"epochs": -1}')
     assert job.run_job("tabular", tabular.train_version, bad) == 2
+
+    # told to stop (pruned, cancelled, preempted): it checkpoints the epoch it finished and exits cleanly
+    calls.clear(), stored.clear()
+    stop_after = 1
+    long = dict(environ, OFFICINA_PARAMS=json.dumps({"epochs": 5, "checkpoint_every": 3}))
+    assert job.run_job("tabular", tabular.train_version, long) == 0
+    assert [c[1] for c in calls if c[0] == "metrics"] == [1] and sorted(stored) == [1]
+    assert calls[-1] == ("finish", "killed") and not any(c[0] == "model" for c in calls)

@@ -32,6 +32,11 @@ class TrainerError(ValueError):
     """A problem with the trainer's input (params, dataset, checkpoint) whose message is for the user."""
 
 
+class StopRequested(Exception):
+    """Training stopped early because the platform asked (pruned, cancelled or preempted); a checkpoint
+    of the last epoch is stored, so a resumed attempt continues from it."""
+
+
 class Tracker(Protocol):
     """Where a trainer reports: the SDK's run in a job, a :class:`MemoryTracker` in tests."""
 

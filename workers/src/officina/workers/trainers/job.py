@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +16,7 @@ import torch
 from torch import nn
 
 from officina import sdk
-from officina.workers.trainers.common import Tracker, TrainerError
+from officina.workers.trainers.common import StopRequested, Tracker, TrainerError
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,9 @@ class JobEnv:
         return name, version or "latest"
 
 
+_terminated = threading.Event()  # set by SIGTERM (see main)
+
+
 class SdkTracker:
     """A :class:`Tracker` over an SDK run and ``sdk.checkpoint``; the summary goes to ``summary.json`` in
     the job's working directory and its metrics to the log."""
@@ -76,6 +81,10 @@ class SdkTracker:
 
     def log_params(self, params: dict[str, Any]) -> None:
         self.run.log_params(params)
+
+    def should_stop(self) -> bool:
+        """Pruned, cancelled or preempted: SIGTERM arrived, or the server says so (``run.should_stop()``)."""
+        return _terminated.is_set() or self.run.should_stop()
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.run.log_metrics(metrics, step=step)
@@ -111,11 +120,16 @@ def run_job(trainer: str, train: Callable[[Any, dict[str, Any], Tracker], dict[s
     except TrainerError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
+    except StopRequested as exc:
+        print(f"officina: {exc}", flush=True)
+        run.finish("killed")
     return 0
 
 
 def main(trainer: str, train: Callable[[Any, dict[str, Any], Tracker], dict[str, Any]]) -> None:
-    """A trainer module's ``main()``: log to stdout (the job's log) and exit with :func:`run_job`'s code."""
+    """A trainer module's ``main()``: log to stdout (the job's log) and exit with :func:`run_job`'s code.
+    SIGTERM (pruned, cancelled, preempted) ends training after the current epoch, with a checkpoint."""
+    signal.signal(signal.SIGTERM, lambda *_: _terminated.set())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stdout)
     sys.exit(run_job(trainer, train))

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from officina.workers.trainers.common import Tracker, TrainerError
+from officina.workers.trainers.common import StopRequested, Tracker, TrainerError
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +237,12 @@ def _train(problem: Problem, params: Mapping[str, Any], tracker: Tracker, device
         logger.info("epoch %d/%d %s", epoch, epochs, " ".join(f"{k}={v:.4g}" for k, v in last.items()))
         if epoch == epochs or (every and epoch % every == 0):
             checkpointer.save(problem, optimizer, epoch, shuffle)
+        should_stop = getattr(tracker, "should_stop", None)  # trackers of jobs can be told to stop
+        if epoch < epochs and should_stop is not None and should_stop():
+            if not (every and epoch % every == 0):
+                checkpointer.save(problem, optimizer, epoch, shuffle)
+            checkpointer.wait()
+            raise StopRequested(f"stopped after epoch {epoch} of {epochs} as asked; checkpoint saved")
     final = {**evaluate(problem, "val", max(batch_size, 1024)), **evaluate(problem, "test", max(batch_size, 1024))}
     tracker.log_metrics({k: v for k, v in final.items() if k.startswith("test_")}, step=epochs)
     served = copy.deepcopy(model).cpu().eval()
