@@ -331,15 +331,15 @@ class StudyService:
                                                      else t.last_step)).fetchall()
         last = points[-1] if points else None
         if t.job_state in ("succeeded", "failed", "cancelled") or t.job_id is None:
-            final = conn.execute("SELECT last_value FROM metric_summaries WHERE run_id = %s AND key = %s",
+            final = conn.execute("SELECT last_value, last_step FROM metric_summaries WHERE run_id = %s AND key = %s",
                                  (run_id, spec["metric"])).fetchone() if run_id else None
-            if t.state == "pruning":
+            if t.state == "pruning":  # its value stays the one it was pruned at (its reason says so)
                 study.tell(t.number, state=optuna.trial.TrialState.PRUNED)
-                self._set(conn, study_id, t, "pruned", final[0] if final else t.value, t.reason)
+                self._set(conn, study_id, t, "pruned", t.value, t.reason)
                 return "pruned"
             if t.job_state == "succeeded" and final is not None:
                 study.tell(t.number, final[0])
-                self._set(conn, study_id, t, "complete", final[0], "")
+                self._set(conn, study_id, t, "complete", final[0], "", last_step=final[1])
                 return "complete"
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
             if t.job_state == "succeeded":
@@ -347,7 +347,9 @@ class StudyService:
                 return "missing"
             self._set(conn, study_id, t, "failed", None, f"its job {t.job_state or 'vanished'}")
             return "failed"
-        if t.state == "pruning" or not points or spec.get("early_stopping") is None:
+        if t.state == "pruning":  # told to stop; what it logs meanwhile changes nothing
+            return "running"
+        if not points or spec.get("early_stopping") is None:
             if last is not None:
                 conn.execute("UPDATE study_trials SET last_step = %s, value = %s WHERE study_id = %s AND number = %s",
                              (last[0], last[1], study_id, t.number))
@@ -368,9 +370,11 @@ class StudyService:
             return "pruning"
         return "running"
 
-    def _set(self, conn, study_id: str, t: Trial, state: str, value: float | None, reason: str) -> None:
-        conn.execute("UPDATE study_trials SET state = %s, value = %s, reason = %s, finished_at = now()"
-                     " WHERE study_id = %s AND number = %s", (state, value, reason, study_id, t.number))
+    def _set(self, conn, study_id: str, t: Trial, state: str, value: float | None, reason: str, *,
+             last_step: int | None = None) -> None:
+        conn.execute("UPDATE study_trials SET state = %s, value = %s, reason = %s, finished_at = now(),"
+                     " last_step = coalesce(%s, last_step) WHERE study_id = %s AND number = %s",
+                     (state, value, reason, last_step, study_id, t.number))
 
     def _trials(self, conn, study_id: str) -> list[Trial]:
         with conn.cursor(row_factory=class_row(Trial)) as cur:

@@ -14,7 +14,6 @@ bp = Blueprint("console", __name__)
 # Areas later issues fill in; each shows in the navigation from the start.
 AREAS = {
     "labeling": ("Labeling", "Label projects, tasks and annotations."),
-    "tuning": ("Tuning", "Hyper-parameter studies and their trials."),
     "models": ("Models", "The model registry, CI gates and exports."),
     "deployments": ("Deployments", "Serving endpoints, canaries and shadows."),
     "monitoring": ("Monitoring", "Predictions, drift and alerts."),
@@ -166,3 +165,4 @@ def _quota_form(form) -> dict:
 from officina.web.console import data as _data  # noqa: E402,F401
 from officina.web.console import jobs as _jobs  # noqa: E402,F401
 from officina.web.console import experiments as _experiments  # noqa: E402,F401
+from officina.web.console import tuning as _tuning  # noqa: E402,F401
