@@ -1,8 +1,9 @@
 """Who runs next: the scheduling policy, a pure function over a snapshot of the fleet and the queue.
 
-Order: priority (high first); within one priority, fair share between teams — the team holding
-the least GPUs for its weight goes first, and it gets one job per turn, so shares stay level —;
-then age. A GPU job starts when its team's quota and GPU-hour budget allow and a worker serving
+Order: priority (high first); within one priority, fair share between teams — the team with the
+least GPU time for its weight goes first (GPU-hours used this week plus the GPUs it holds counted
+for ``LOOKAHEAD_H`` more hours), and it gets one job per turn, so shares stay level and a team
+that got more earlier gets less now —; then age. A GPU job starts when its team's quota and GPU-hour budget allow and a worker serving
 its queue has enough free GPUs, CPUs and memory. The worker is the best fit (the fewest free GPUs
 that still fit), which keeps whole machines free for large jobs. A job that cannot start gets a
 reason a person can read.
@@ -19,6 +20,8 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from dataclasses import dataclass, field
+
+LOOKAHEAD_H = 1.0  # GPUs held now count as this many GPU-hours in the fair-share order
 
 
 @dataclass
@@ -98,6 +101,7 @@ class _Fleet:
         for w in workers:
             self.by_free[len(w.free)][w.name] = w
         self.queues = {q for w in workers for q in w.queues}
+        self.largest = {q: max(w.gpus for w in workers if q in w.queues) for q in self.queues}
 
     def best_fit(self, job: QueuedJob) -> tuple[WorkerSlot | None, bool]:
         """The worker with the fewest free GPUs that fits ``job``; and whether GPUs alone would have fit."""
@@ -154,9 +158,15 @@ def schedule(workers: list[WorkerSlot], teams: list[TeamPolicy], queued: list[Qu
         else:
             levels[job.priority][job.team_id].append(job)
 
+    def owed(t: int) -> float:  # lower goes first
+        return (team[t].used_h + usage[t] * LOOKAHEAD_H) / team[t].weight
+
+    lowest_running = min((r.priority for r in running if r.gpus and not r.preempting), default=None)
+    no_victims: dict[tuple[str, int], int] = {}  # (queue, priority) -> fewest GPUs a search failed to free
+
     for priority in sorted(levels, reverse=True):
         heads = {t: 0 for t in levels[priority]}
-        heap = [(usage[t] / team[t].weight, jobs[0].created, t) for t, jobs in levels[priority].items()]
+        heap = [(owed(t), jobs[0].created, t) for t, jobs in levels[priority].items()]
         heapq.heapify(heap)
         while heap:
             _, _, t = heapq.heappop(heap)
@@ -171,8 +181,13 @@ def schedule(workers: list[WorkerSlot], teams: list[TeamPolicy], queued: list[Qu
                     usage[t] += job.gpus
                 else:
                     reason = _room_reason(fleet, job, gpus_fit)
-                    if preemption:
-                        reason = _preempt(fleet, job, team, usage, share, on_worker, decision) or reason
+                    key = (job.queue, job.priority)
+                    if (preemption and lowest_running is not None and job.priority > lowest_running
+                            and usage[t] < share.get(t, 0) and job.gpus < no_victims.get(key, 1 << 30)):
+                        found = _preempt(fleet, job, team, usage, share, on_worker, decision)
+                        if found is None:  # a later job of this queue and priority needing as many won't either
+                            no_victims[key] = job.gpus
+                        reason = found or reason
                     if left_to_reserve and not any(v == job.id for v in decision.reserved.values()):
                         target = _closest(fleet, job)
                         if target is not None:
@@ -183,7 +198,7 @@ def schedule(workers: list[WorkerSlot], teams: list[TeamPolicy], queued: list[Qu
             if reason is not None:
                 decision.waiting[job.id] = "waiting: " + reason
             if heads[t] < len(jobs):
-                heapq.heappush(heap, (usage[t] / team[t].weight, jobs[heads[t]].created, t))
+                heapq.heappush(heap, (owed(t), jobs[heads[t]].created, t))
     return decision
 
 
@@ -201,7 +216,7 @@ def _room_reason(fleet: _Fleet, job: QueuedJob, gpus_fit: bool) -> str:
     if gpus_fit:
         return (f"no worker with {job.gpus} free GPU{'s' if job.gpus > 1 else ''}, {job.cpus:g} CPUs and "
                 f"{job.memory_mb} MiB memory")
-    largest = max((w.gpus for w in fleet.workers.values() if job.queue in w.queues), default=0)
+    largest = fleet.largest.get(job.queue, 0)
     if largest < job.gpus:
         return f"no online worker has {job.gpus} GPUs (the largest has {largest})"
     return f"no worker with {job.gpus} free GPU{'s' if job.gpus > 1 else ''}"

@@ -135,11 +135,10 @@ class Scheduler:
             "::float8, preempt_reason IS NOT NULL FROM jobs WHERE state IN ('admitted', 'running') AND gpus > 0")]
         teams = [TeamPolicy(*row) for row in conn.execute(
             "SELECT t.id, t.name, coalesce(q.weight, 1), q.max_gpus, q.gpu_hours_per_week,"
-            " CASE WHEN q.gpu_hours_per_week IS NULL THEN 0 ELSE"
-            "   (SELECT coalesce(sum(extract(epoch FROM until - greatest(since, date_trunc('week', now())))), 0)"
-            "    FROM gpu_usage u WHERE u.team_id = t.id AND u.until > date_trunc('week', now()))"
-            "   + (SELECT coalesce(sum(extract(epoch FROM now() - greatest(since, date_trunc('week', now())))), 0)"
-            "    FROM gpu_leases l WHERE l.team_id = t.id) END / 3600.0,"
+            " (((SELECT coalesce(sum(extract(epoch FROM until - greatest(since, date_trunc('week', now())))), 0)"
+            "   FROM gpu_usage u WHERE u.team_id = t.id AND u.until > date_trunc('week', now()))"
+            "  + (SELECT coalesce(sum(extract(epoch FROM now() - greatest(since, date_trunc('week', now())))), 0)"
+            "   FROM gpu_leases l WHERE l.team_id = t.id)) / 3600.0)::float8,"
             " (SELECT count(*) FROM gpu_leases l WHERE l.team_id = t.id)::int"
             " FROM teams t LEFT JOIN team_quotas q ON q.team_id = t.id"
             " WHERE t.id = ANY(%s)", (list({j.team_id for j in queued} | {j.team_id for j in running}),))]
