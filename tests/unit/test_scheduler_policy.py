@@ -102,3 +102,23 @@ def test_no_preemption_of_teams_within_their_share():
     d = schedule(fleet, [TeamPolicy(1, "a", in_use=2), teams[1]], [job(1, 4, gpus=1, priority=10)],
                  running[:2] + [RunningJob("r3", 1, 1, 0, "w0", 3.0)])
     assert list(d.preempt) == ["r3"]  # team a holds 2 of 3 GPUs, over its share: its newest job yields
+
+
+def test_one_pass_preempts_no_more_than_the_excess():
+    fleet = workers(2, gpus=2, used={"w0": 2, "w1": 2})
+    running = [RunningJob(f"r{i}", 2, 1, -10, f"w{i // 2}", float(i)) for i in range(4)]
+    teams = [TeamPolicy(1, "urgent"), TeamPolicy(2, "hog", in_use=4)]
+    d = schedule(fleet, teams, [job(1, 1, gpus=2, priority=10), job(2, 1, gpus=2, priority=10)], running)
+    assert len(d.preempt) == 2  # hog keeps its fair share (2 of 4 GPUs); the second job waits
+
+
+def test_a_team_back_from_an_idle_week_catches_up_but_does_not_take_over():
+    teams = [TeamPolicy(0, "back", used_h=0.0)] + [TeamPolicy(t, f"t{t}", used_h=500.0) for t in range(1, 4)]
+    queued = [job(i, i % 4) for i in range(40)]
+    d = schedule(workers(1, gpus=8), teams, queued, [])
+    team_of = {j.id: j.team_id for j in queued}
+    got = [team_of[p.job_id] for p in d.placements]
+    assert got.count(0) == 8  # 8 GPU-hours behind at most: it gets the next 8 GPU-hours (all 8 GPUs, 1 h ahead)
+    more = schedule(workers(2, gpus=8), teams, queued, [])
+    got = [team_of[p.job_id] for p in more.placements]
+    assert got.count(0) < 16 and len(set(got)) == 4  # with more room the others get theirs too

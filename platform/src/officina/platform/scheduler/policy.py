@@ -22,6 +22,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 LOOKAHEAD_H = 1.0  # GPUs held now count as this many GPU-hours in the fair-share order
+DEBT_CAP_H = 8.0   # a team behind the others counts as at most this many GPU-hours (per unit of weight)
+                   # behind the furthest ahead: one back from an idle week catches up, not takes over
 
 
 @dataclass
@@ -158,8 +160,11 @@ def schedule(workers: list[WorkerSlot], teams: list[TeamPolicy], queued: list[Qu
         else:
             levels[job.priority][job.team_id].append(job)
 
+    ahead = max((team[t].used_h / team[t].weight for t in active), default=0.0)
+
     def owed(t: int) -> float:  # lower goes first
-        return (team[t].used_h + usage[t] * LOOKAHEAD_H) / team[t].weight
+        used = max(team[t].used_h, (ahead - DEBT_CAP_H) * team[t].weight)
+        return (used + usage[t] * LOOKAHEAD_H) / team[t].weight
 
     lowest_running = min((r.priority for r in running if r.gpus and not r.preempting), default=None)
     no_victims: dict[tuple[str, int], int] = {}  # (queue, priority) -> fewest GPUs a search failed to free
@@ -264,6 +269,8 @@ def _preempt(fleet: _Fleet, job: QueuedJob, team: dict[int, TeamPolicy], usage: 
     for v in victims:
         decision.preempt[v.id] = (f"preempted for higher-priority job {job.id[:8]} of team "
                                   f"{team[job.team_id].name} ({team[v.team_id].name} is over its fair share)")
+        usage[v.team_id] -= v.gpus  # as if already yielded: later searches in this pass see the new shares
+    usage[job.team_id] += job.gpus  # the GPUs are the job's once the victims yield (and count for its quota)
     fleet.hold(w)
     decision.reserved[w.name] = job.id
     return f"no worker with {job.gpus} free GPUs; preempting {len(victims)} lower-priority job(s) on {w.name}"
