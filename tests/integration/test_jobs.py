@@ -165,7 +165,7 @@ def test_a_job_that_kills_its_worker_is_retried_then_fails_with_the_reason(jobs)
     job = jobs.submit("""
         import os, signal, time
         print("attempt", os.environ["OFFICINA_ATTEMPT"], flush=True)
-        time.sleep(0.5)
+        time.sleep(2)  # the runner stores log lines every 0.5 s: let this one reach the log first
         os.kill(os.getppid(), signal.SIGKILL)
         time.sleep(60)
     """, max_retries=1)
