@@ -20,7 +20,8 @@ def member(page, live_stack):
     return login_as_member(page, live_stack)
 
 
-def _submit(live_stack, token: str, team: str, script: str) -> str:
+def _submit(live_stack, token: str, team: str, script: str, **spec) -> str:
+    """Upload ``script`` as main.py and submit it (``spec`` adds job fields such as ``gpus``); return its id."""
     import requests
 
     buf = io.BytesIO()
@@ -35,7 +36,7 @@ def _submit(live_stack, token: str, team: str, script: str) -> str:
     requests.put(f"{live_stack.url}/api/v1/teams/{team}/code/{sha}", data=body, headers=headers,
                  timeout=30).raise_for_status()
     response = requests.post(f"{live_stack.url}/api/v1/teams/{team}/jobs", headers=headers, timeout=30,
-                             json={"entrypoint": "main.py", "code": sha, "name": "ticker", "project": "console"})
+                             json={"entrypoint": "main.py", "code": sha, "name": "ticker", "project": "console", **spec})
     response.raise_for_status()
     return response.json()["job"]["id"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from test_console_jobs import _submit
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def test_admin_raises_a_quota_and_the_waiting_job_starts(page, live_stack, gpu_w
     assert requests.put(f"{live_stack.url}/api/v1/teams/{team}/quota", json={"max_gpus": 0}, headers=headers,
                         timeout=30).status_code == 200
     script = "import os, time\nprint('on GPU', os.environ['CUDA_VISIBLE_DEVICES'], flush=True)\ntime.sleep(8)\n"
-    job_id = _submit_gpu(live_stack, team, script)
+    job_id = _submit(live_stack, live_stack.admin_token, team, script, gpus=1, name="main")
     deadline = time.monotonic() + 30
     while _job(live_stack, job_id)["reason"] != "waiting: team quota 0/0 GPUs in use":
         assert time.monotonic() < deadline, _job(live_stack, job_id)
@@ -70,27 +71,3 @@ def test_admin_raises_a_quota_and_the_waiting_job_starts(page, live_stack, gpu_w
     page.goto("/admin")
     assert "1 / 1" in page.locator(f"#quotas tr[data-team='{team}']").inner_text()
     screenshot(page, "admin-quota-in-use")
-
-
-def _submit_gpu(live_stack, team: str, script: str) -> str:
-    import hashlib
-    import io
-    import tarfile
-
-    import requests
-
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        data = script.encode()
-        info = tarfile.TarInfo("main.py")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    body = buf.getvalue()
-    sha = hashlib.sha256(body).hexdigest()
-    headers = {"Authorization": f"Bearer {live_stack.admin_token}"}
-    requests.put(f"{live_stack.url}/api/v1/teams/{team}/code/{sha}", data=body, headers=headers,
-                 timeout=30).raise_for_status()
-    response = requests.post(f"{live_stack.url}/api/v1/teams/{team}/jobs", headers=headers, timeout=30,
-                             json={"entrypoint": "main.py", "code": sha, "gpus": 1})
-    response.raise_for_status()
-    return response.json()["job"]["id"]
