@@ -245,9 +245,11 @@ def test_preemption_checkpoints_requeues_and_resumes(teams, live_stack):
         assert any(e["reason"].startswith("preemption requested: preempted for higher-priority job") for e in events)
         assert any(e["to_state"] == "queued" and "preempted" in e["reason"] for e in events)
         # it resumes from its checkpoint in a new attempt, not from step 0
-        resumed = hog.jobs.wait_log(job["id"], "starts at step", timeout=90)
-        line = next(line for line in resumed if "starts at step" in line)
-        assert job["attempt"] >= 1 and int(line.split("starts at step")[1].split()[0]) > 0, resumed
+        # (the log holds every attempt: wait for a later attempt's start line, not the first one's)
+        line = _wait(lambda: next((line for line in hog.jobs.logs(job["id"])
+                                   if "starts at step" in line and not line.startswith("attempt 1 ")), None),
+                     timeout=90)
+        assert int(line.split("starts at step")[1].split()[0]) > 0, line
         first_attempt = hog.jobs.logs(job["id"], attempt=1)
         assert any("checkpointed step" in line for line in first_attempt), first_attempt
     # the two that were not preempted kept running undisturbed
