@@ -16,6 +16,7 @@ from officina.platform.fleet.quotas import QuotaService
 from officina.platform.fleet.service import FleetService
 from officina.platform.jobs.lifecycle import Lifecycle
 from officina.platform.jobs.service import JobService
+from officina.platform.models.service import ModelService
 from officina.platform.scheduler.queue import QueueView
 from officina.platform.scheduler.service import Scheduler
 from officina.platform.settings import Settings, with_secrets
@@ -88,6 +89,10 @@ class Services:
     @cached_property
     def studies(self) -> StudyService:
         return StudyService(self.pool, self.auth, self.jobs, self.settings.database_url)
+
+    @cached_property
+    def models(self) -> ModelService:
+        return ModelService(self.pool, BlobStore(self.store), self.auth, self.send_task)
 
     @cached_property
     def tracking(self) -> TrackingService:

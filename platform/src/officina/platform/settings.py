@@ -65,6 +65,15 @@ class Settings(BaseSettings):
     worker_simulated_gpus: int = Field(default=0, ge=0, le=64, description="GPUs a worker declares without having "
                                        "them (tests, demos): jobs get their indices and run on the CPU.")
     worker_queues: str = Field(default="cpu,gpu,io", description="Queues the started workers consume.")
+    serving_host: str = Field(default="127.0.0.1", description="Address the prediction server binds.")
+    serving_port: int = Field(default=8090, description="Port the prediction server binds.")
+    serving_url: str | None = Field(default=None, description="Base URL clients use for predictions "
+                                    "(default: http://serving_host:serving_port).")
+    serving_processes: int = Field(default=1, ge=0, description="Prediction server replicas `officina up` starts.")
+    serving_threads: int = Field(default=64, ge=1, description="Requests one prediction server handles at once.")
+    serving_max_rows: int = Field(default=1024, ge=1, description="Most rows one prediction request may carry.")
+    serving_reload_s: float = Field(default=1.0, gt=0, description="Seconds between the prediction server's "
+                                    "checks for changed deployments.")
     token_ttl_days: int = Field(default=90, description="Lifetime of API tokens created at login.")
     log_level: str = Field(default="INFO", description="Log level of every process.")
 
@@ -72,6 +81,11 @@ class Settings(BaseSettings):
     def url(self) -> str:
         """Base URL of the web app."""
         return self.public_url or f"http://{self.web_host}:{self.web_port}"
+
+    @property
+    def predict_url(self) -> str:
+        """Base URL of the prediction server."""
+        return self.serving_url or f"http://{self.serving_host}:{self.serving_port}"
 
     def child_env(self) -> dict[str, str]:
         """These settings as ``OFFICINA_*`` variables, for child processes."""

@@ -18,6 +18,9 @@ GC_EVERY_S = 3600.0
 JOB_RUN = "officina.jobs.run"
 JOB_SWEEP = "officina.jobs.sweep"
 TUNING_DRIVE = "officina.tuning.drive"
+MODEL_EVALUATE = "officina.models.evaluate"
+MODEL_EXPORT = "officina.models.export"
+MODEL_BATCH_PREDICT = "officina.models.batch_predict"
 
 
 def celery_config(settings: Settings) -> dict:

@@ -5,6 +5,7 @@ request id, its traceback in the log only.
 """
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 
@@ -38,6 +39,19 @@ def error_response(status: int, code: str, message: str, details: dict | None = 
     return render_template("error.html", status=status, code=code, message=message), status
 
 
+def _plain(value):
+    """A detail as JSON: plain JSON structures as they are (e.g. the gates of a blocked promotion), else text."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, dict)):
+        try:
+            json.dumps(value)
+            return value
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
 def init_app(app: Flask) -> None:
     """Register the error handlers and a request id on every request."""
 
@@ -59,7 +73,7 @@ def init_app(app: Flask) -> None:
             from flask import redirect, url_for
 
             return redirect(url_for("console.login", next=request.full_path))
-        return error_response(exc.status, exc.code, exc.message, {k: str(v) for k, v in exc.details.items()})
+        return error_response(exc.status, exc.code, exc.message, {k: _plain(v) for k, v in exc.details.items()})
 
     @app.errorhandler(CSRFError)
     def _csrf(exc: CSRFError):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -19,6 +20,8 @@ def to_json(obj: Any) -> Any:
         return {str(k): to_json(v) for k, v in obj.items()}
     if isinstance(obj, datetime):
         return obj.isoformat()
+    if isinstance(obj, uuid.UUID):
+        return str(obj)
     if isinstance(obj, Enum):
         return obj.value
     return obj

@@ -42,6 +42,9 @@ def _referenced(conn) -> tuple[set[str], set[str]]:
     # Runs keep artifacts, models, logs, checkpoints and code bundles in the same blob space.
     for table in ("run_artifacts", "checkpoints", "code_bundles"):
         blobs |= {r[0] for r in conn.execute(f"SELECT DISTINCT sha256 FROM {table}")}
+    # Model versions and their exports too.
+    blobs |= {r[0] for r in conn.execute("SELECT DISTINCT sha256 FROM model_versions")}
+    blobs |= {r[0] for r in conn.execute("SELECT DISTINCT sha256 FROM model_exports WHERE sha256 IS NOT NULL")}
     manifests = {r[0] for r in conn.execute("SELECT DISTINCT manifest_sha256 FROM dataset_versions")}
     return blobs, manifests
 

@@ -1,7 +1,7 @@
 """The JSON API under /api/v1: one nested blueprint per area."""
 from flask import Blueprint
 
-from officina.web.api import accounts, builds, datasets, fleet, jobs, runs, studies, teams
+from officina.web.api import accounts, builds, datasets, fleet, jobs, models, runs, studies, teams
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.register_blueprint(accounts.bp)
@@ -15,3 +15,4 @@ bp.register_blueprint(fleet.bp)
 bp.register_blueprint(studies.bp)
 bp.register_blueprint(fleet.scheduler_bp)
 bp.register_blueprint(fleet.quotas_bp)
+bp.register_blueprint(models.bp)

@@ -1,0 +1,1 @@
+"""Model registry, CI gates, exports, deployments and prediction logs."""
