@@ -65,7 +65,8 @@ def live_stack(tmp_path_factory):
     # Short leases and sweeps keep the worker-loss tests quick; the protocol is the same as production's.
     settings = Settings(home=home, web_port=free_port(), web_workers=2, worker_processes=1,
                         worker_concurrency=3, log_level="WARNING", job_lease_s=6.0, job_sweep_s=1.0,
-                        worker_lost_s=6.0, scheduler_interval_s=1.0, preempt_grace_s=5.0)
+                        worker_lost_s=6.0, scheduler_interval_s=1.0, preempt_grace_s=5.0,
+                        serving_port=free_port(), serving_threads=32, serving_reload_s=0.5)
     stack = Stack(settings)
     try:
         resolved = stack.start_services()
@@ -76,6 +77,7 @@ def live_stack(tmp_path_factory):
         stack.start("worker")
         stack.start("beat")
         stack.start("scheduler")
+        stack.start("serving")
         admin = services.auth.get_user("admin")
         _, token = services.auth.create_token(admin.id, "tests")
         yield LiveStack(url=resolved.url, settings=resolved, services=services,

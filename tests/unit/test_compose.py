@@ -25,7 +25,7 @@ DOCKERFILE = ROOT / "infra" / "docker" / "Dockerfile"
 ENTRYPOINT = ROOT / "infra" / "docker" / "entrypoint.sh"
 ENV_EXAMPLE = ROOT / ".env.example"
 
-APP_SERVICES = ("migrate", "web", "worker", "gpu-worker", "beat", "scheduler")
+APP_SERVICES = ("migrate", "web", "worker", "gpu-worker", "beat", "scheduler", "serving")
 REQUIRED_ENV = (
     "OFFICINA_DATABASE_URL", "OFFICINA_S3_ENDPOINT", "OFFICINA_S3_ACCESS_KEY",
     "OFFICINA_S3_SECRET_KEY", "OFFICINA_S3_BUCKET", "OFFICINA_BROKER_URL",
@@ -145,6 +145,8 @@ def check_commands(doc: dict) -> list[str]:
             problems.append(f"{name} must consume exactly queues {queues}")
     if not argv("beat").startswith("celery") or " beat" not in argv("beat"):
         problems.append("beat must run celery -A officina.workers.app beat (periodic tasks)")
+    if "officina.workers.serving.wsgi:app" not in argv("serving") or not argv("serving").startswith("gunicorn"):
+        problems.append("serving must run gunicorn officina.workers.serving.wsgi:app")
     if argv("migrate") not in ("migrate", "officina migrate"):
         problems.append("migrate must run `officina migrate`")
     return problems
@@ -320,6 +322,7 @@ MUTATIONS = {
     "env_key_missing": (check_app_env, lambda d: _services(d)["worker"].update(environment={k: v for k, v in environment(_services(d)["worker"]).items() if k != "OFFICINA_BROKER_URL"})),
     "env_loopback_bind": (check_app_env, lambda d: _services(d)["web"].update(environment={**environment(_services(d)["web"]), "OFFICINA_WEB_HOST": "127.0.0.1"})),
     "worker_takes_gpu_queue": (check_commands, lambda d: _services(d)["worker"].update(command=["celery", "-A", "officina.workers.app", "worker", "-Q", "cpu,gpu,io"])),
+    "serving_runs_web": (check_commands, lambda d: _services(d)["serving"].update(command=["gunicorn", "officina.web.wsgi:app"])),
     "no_gpu_reservation": (check_gpu, lambda d: _services(d)["gpu-worker"].pop("deploy")),
     "gpu_wrong_driver": (check_gpu, lambda d: _services(d)["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0].update(driver="amd")),
     "literal_secret": (check_secrets, lambda d: _services(d)["web"].update(environment={**environment(_services(d)["web"]), "OFFICINA_SECRET_KEY": "hunter2"})),

@@ -150,3 +150,36 @@ def scheduler_process(settings: Settings, index: int) -> ProcessSpec:
         stop_signal=signal.SIGTERM,
         stop_grace=10.0,
     )
+
+
+@register("serving")
+def serving_process(settings: Settings, index: int) -> ProcessSpec:
+    """The prediction server: one gunicorn whose ``serving_processes`` workers are the replicas.
+
+    Replicas share the port as gunicorn workers of one master (no SO_REUSEPORT needed); each loads
+    the deployed models and batches on its own. gthread: a request mostly waits for its batch.
+    """
+    host, port = settings.serving_host, settings.serving_port
+    probe_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    probe_host = f"[{probe_host}]" if ":" in probe_host else probe_host
+
+    def before_start() -> None:
+        if not port_is_free(port, host if host else "0.0.0.0"):
+            raise RuntimeError(f"serving port {host}:{port} is taken by another program; "
+                               "set OFFICINA_SERVING_PORT")
+
+    return ProcessSpec(
+        name=process_name("serving", index),
+        argv=[
+            *python_program("gunicorn"), "-b", f"{host}:{port}", "-w", str(max(1, settings.serving_processes)),
+            "--worker-class", "gthread", "--threads", str(settings.serving_threads),
+            "--graceful-timeout", "10", "--timeout", "120", "officina.workers.serving.wsgi:app",
+        ],
+        env=child_env(settings),
+        cwd=settings.home,
+        ready=lambda _child: http_responds(f"http://{probe_host}:{port}/livez"),
+        ready_timeout=120.0,
+        stop_signal=signal.SIGTERM,
+        stop_grace=15.0,
+        before_start=before_start,
+    )
