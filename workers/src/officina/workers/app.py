@@ -20,7 +20,7 @@ from officina.platform.tasks import DATASET_GC, GC_EVERY_S, JOB_SWEEP, TUNING_DR
 logger = logging.getLogger(__name__)
 
 TASK_MODULES = ("officina.workers.tasks.system", "officina.workers.tasks.datasets", "officina.workers.tasks.jobs",
-                "officina.workers.tasks.tuning")
+                "officina.workers.tasks.tuning", "officina.workers.tasks.models")
 
 settings = Settings()
 app = make_celery(settings, include=TASK_MODULES)

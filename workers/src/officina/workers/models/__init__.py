@@ -1,0 +1,1 @@
+"""Model runtimes and the work done on models by workers: evaluation, export, batch prediction."""
