@@ -357,7 +357,8 @@ def test_run_job_drives_the_sdk(monkeypatch, tmp_path):
     run = types.SimpleNamespace(
         log_params=lambda p: calls.append(("params", p)),
         log_metrics=lambda m, step: calls.append(("metrics", step, m)),
-        log_model=lambda model, name, example_input: calls.append(("model", name, tuple(example_input.shape))),
+        log_model=lambda model, name, example_input, meta=None, registered_model=None: calls.append(
+            ("model", name, tuple(example_input.shape), registered_model)) or {},
         finish=lambda status="finished": calls.append(("finish", status)),
         should_stop=lambda: stop_after is not None and any(c[0] == "metrics" and c[1] >= stop_after for c in calls))
     stop_after = None
@@ -382,7 +383,7 @@ def test_run_job_drives_the_sdk(monkeypatch, tmp_path):
     assert job.run_job("tabular", tabular.train_version, environ) == 0
     assert got == {"project": "p", "ref": ("cancer", "2", "t")}
     assert [c[1] for c in calls if c[0] == "metrics"] == [1, 2, 3, 3] and calls[-1] == ("finish", "finished")
-    assert ("model", "model", (2, 30)) in calls and sorted(stored) == [2, 3]
+    assert ("model", "model", (2, 30), None) in calls and sorted(stored) == [2, 3]
     assert json.loads((tmp_path / "summary.json").read_text())["task"] == "classification"
     bad = dict(environ, OFFICINA_PARAMS='{"epochs": -1}')
     assert job.run_job("tabular", tabular.train_version, bad) == 2

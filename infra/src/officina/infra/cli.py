@@ -20,7 +20,7 @@ from officina.platform.db import open_pool
 from officina.platform.errors import OfficinaError
 from officina.platform.logs import configure
 from officina.platform.settings import Settings
-from officina.sdk import admin_cli, jobs_cli, tuning_cli
+from officina.sdk import admin_cli, jobs_cli, models_cli, tuning_cli
 from officina.sdk.cli import datasets as datasets_group
 
 logger = logging.getLogger(__name__)
@@ -123,6 +123,8 @@ def up(workers: int | None, no_worker: bool) -> None:
                 stack.start("beat")  # periodic tasks (dataset garbage collection, the job sweep)
             if not stop.is_set():
                 stack.start("scheduler")  # admits queued jobs to workers and their GPUs
+            if resolved.serving_processes > 0 and not stop.is_set():
+                stack.start("serving")  # the prediction server; its workers are the replicas
             if not stop.is_set():
                 _print_banner(resolved, password)
                 stack.supervise(stop)
@@ -161,7 +163,10 @@ def _command_name() -> str:
 
 def _print_banner(settings: Settings, password: str | None) -> None:
     cli = _command_name()
-    lines = ["", f"Officina is running: {settings.url}", ""]
+    lines = ["", f"Officina is running: {settings.url}"]
+    if settings.serving_processes > 0:
+        lines.append(f"Predictions:         {settings.predict_url}/v1/deployments/<name>/predict")
+    lines.append("")
     if password:
         lines += ["First start: an administrator was created.",
                   "  username: admin",
@@ -185,6 +190,9 @@ main.add_command(admin_cli.fleet)
 main.add_command(admin_cli.quota)
 main.add_command(tuning_cli.tune)
 main.add_command(tuning_cli.studies)
+main.add_command(models_cli.models)
+main.add_command(models_cli.deployments)
+main.add_command(models_cli.predict)
 
 
 @main.group()

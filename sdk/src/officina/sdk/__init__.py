@@ -15,7 +15,7 @@ from officina.sdk.errors import (ConnectionFailed, Conflict, Forbidden, InvalidR
 __version__ = "0.1.0"
 __all__ = ["Client", "connect", "login", "whoami", "client", "tokens", "teams", "datasets", "jobs", "submit",
            "Job", "admin", "init", "Run", "active_run", "tracking", "checkpoint", "errors", "tuning", "tune",
-           "Study",
+           "Study", "models", "deployments",
            "OfficinaError", "InvalidRequest", "Unauthenticated", "Forbidden", "NotFound", "Conflict",
            "TooLarge", "ServerError", "ConnectionFailed"]
 
@@ -48,7 +48,7 @@ def whoami() -> dict[str, Any]:
     return client().get("/whoami")
 
 
-from officina.sdk import admin, checkpoint, datasets, jobs, teams, tokens, tracking, tuning  # noqa: E402  (areas use client())
+from officina.sdk import admin, checkpoint, datasets, deployments, jobs, models, teams, tokens, tracking, tuning  # noqa: E402  (areas use client())
 from officina.sdk.jobs import Job, submit  # noqa: E402
 from officina.sdk.tracking import Run, active_run, init  # noqa: E402
 from officina.sdk.tuning import Study, tune  # noqa: E402

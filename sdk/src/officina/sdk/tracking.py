@@ -144,9 +144,13 @@ class Run:
                                     headers=headers)["artifact"]
 
     def log_model(self, model: Any, name: str = "model", example_input: Any = None,
-                  meta: dict | None = None) -> dict[str, Any]:
+                  meta: dict | None = None, *, registered_model: str | None = None,
+                  signature: dict | None = None) -> dict[str, Any]:
         """Save a torch model as ``<name>.pt`` (kind=model): TorchScript when it traces (with
-        ``example_input``) or scripts, else its state_dict."""
+        ``example_input``) or scripts, else its state_dict. With an example input the signature (input and
+        output shapes; feature names, task and classes from ``meta``) is recorded. With ``registered_model``
+        the model also becomes a new version of that registered model (lineage from this run); the version
+        is returned under ``"model_version"``."""
         try:
             import torch
         except ImportError:
@@ -166,11 +170,24 @@ class Run:
             buf = io.BytesIO()
             torch.save(model.state_dict(), buf)
             fmt = "state_dict"
-        info = {"framework": "torch", "format": fmt, "torch": torch.__version__, **(meta or {})}
+        meta = dict(meta or {})
+        info = {"framework": "torch", "format": fmt, "torch": torch.__version__, **meta}
         if example_input is not None and hasattr(example_input, "shape"):
             info["input_shape"] = list(example_input.shape)
             info["input_dtype"] = str(example_input.dtype).replace("torch.", "")
-        return self._put_artifact(f"{name}.pt", buf.getvalue(), kind="model", meta=info)
+            if signature is None:
+                with torch.no_grad():
+                    output = model(example_input)
+                signature = _signature(example_input, output, meta)
+        if signature is not None:
+            info["signature"] = signature
+        if registered_model is not None and fmt != "torchscript":
+            raise InvalidRequest("only a traceable model can be registered: pass example_input")
+        artifact = self._put_artifact(f"{name}.pt", buf.getvalue(), kind="model", meta=info)
+        if registered_model is not None:
+            artifact["model_version"] = sdk.client().post(
+                f"/runs/{self.id}/models", {"name": registered_model, "artifact": f"{name}.pt"})["version"]
+        return artifact
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every queued point has been sent (True) or ``timeout`` passes (False)."""
@@ -405,3 +422,21 @@ def list_runs(team: str | None = None, *, project: str | None = None, sort: str 
 
     query = "&".join(f"{k}={quote(v)}" for k, v in (("project", project), ("sort", sort)) if v)
     return sdk.client().get(f"/teams/{quote(_team(team), safe='')}/runs" + (f"?{query}" if query else ""))["runs"]
+
+
+def _signature(example_input: Any, output: Any, meta: dict) -> dict:
+    """Input/output schema from an example: batch dimension free, feature names, task and classes from meta."""
+    features = meta.get("features")
+    names = [str(f) for f in features] if isinstance(features, (list, tuple)) and len(example_input.shape) == 2 \
+        and len(features) == example_input.shape[1] else None
+    out_shape = list(output.shape) if hasattr(output, "shape") else []
+    return {"inputs": {"dtype": str(example_input.dtype).replace("torch.", ""),
+                       "shape": [-1, *list(example_input.shape)[1:]], "names": names},
+            "outputs": {"dtype": str(getattr(output, "dtype", "float32")).replace("torch.", ""),
+                        "shape": [-1, *out_shape[1:]]},
+            "task": meta.get("task"), "classes": [_label(c) for c in meta.get("classes") or []] or None}
+
+
+def _label(value: Any) -> Any:
+    """A class label for JSON: whole-number floats (labels read as float64) become integers."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value

@@ -25,6 +25,7 @@ COMMON_PARAMS: dict[str, tuple[type, Any, float | None]] = {
     "epochs": (int, 20, 1), "lr": (float, 1e-3, 1e-9), "batch_size": (int, 64, 1), "hidden": (int, 128, 1),
     "seed": (int, 0, None), "checkpoint_every": (int, 1, 0), "weight_decay": (float, 1e-4, 0.0),
     "label_column": (str, None, None), "device": (str, None, None), "threads": (int, None, 1),
+    "register_model": (str, None, None),  # also register the trained model under this name
 }
 
 
@@ -44,7 +45,7 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def save_checkpoint(self, data: bytes, step: int) -> None: ...
     def load_checkpoint(self) -> tuple[int, Any] | None: ...
-    def log_model(self, model: nn.Module, example_input: torch.Tensor) -> None: ...
+    def log_model(self, model: nn.Module, example_input: torch.Tensor, meta: dict[str, Any] | None = None) -> None: ...
     def log_summary(self, summary: dict[str, Any]) -> None: ...
 
 
@@ -73,7 +74,7 @@ class MemoryTracker:
         step = max(self.checkpoints)
         return step, self.checkpoints[step]
 
-    def log_model(self, model: nn.Module, example_input: torch.Tensor) -> None:
+    def log_model(self, model: nn.Module, example_input: torch.Tensor, meta: dict[str, Any] | None = None) -> None:
         self.models.append((model, example_input))
 
     def log_summary(self, summary: dict[str, Any]) -> None:

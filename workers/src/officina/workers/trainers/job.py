@@ -76,8 +76,8 @@ class SdkTracker:
     """A :class:`Tracker` over an SDK run and ``sdk.checkpoint``; the summary goes to ``summary.json`` in
     the job's working directory and its metrics to the log."""
 
-    def __init__(self, run: Any, summary_path: str = "summary.json"):
-        self.run, self.summary_path = run, summary_path
+    def __init__(self, run: Any, summary_path: str = "summary.json", register_as: str | None = None):
+        self.run, self.summary_path, self.register_as = run, summary_path, register_as
 
     def log_params(self, params: dict[str, Any]) -> None:
         self.run.log_params(params)
@@ -95,8 +95,12 @@ class SdkTracker:
     def load_checkpoint(self) -> tuple[int, Any] | None:
         return sdk.checkpoint.load()
 
-    def log_model(self, model: nn.Module, example_input: torch.Tensor) -> None:
-        self.run.log_model(model, name="model", example_input=example_input)
+    def log_model(self, model: nn.Module, example_input: torch.Tensor, meta: dict[str, Any] | None = None) -> None:
+        logged = self.run.log_model(model, name="model", example_input=example_input, meta=meta,
+                                    registered_model=self.register_as)
+        if "model_version" in logged:
+            version = logged["model_version"]
+            print(f"officina: registered model {version['model']} v{version['version']}", flush=True)
 
     def log_summary(self, summary: dict[str, Any]) -> None:
         text = json.dumps(summary, indent=2, default=str)
@@ -115,7 +119,8 @@ def run_job(trainer: str, train: Callable[[Any, dict[str, Any], Tracker], dict[s
         run = sdk.init(env.project)
         version = sdk.datasets.get(name, version_ref, team=env.team)
         logger.info("%s trainer on %s:%s (%s)", trainer, name, version.number, version.kind)
-        train(version, env.params, SdkTracker(run))
+        register_as = env.params.get("register_model")
+        train(version, env.params, SdkTracker(run, register_as=register_as if isinstance(register_as, str) else None))
         run.finish()
     except TrainerError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

@@ -249,7 +249,7 @@ def _train(problem: Problem, params: Mapping[str, Any], tracker: Tracker, device
     example = problem.inputs["test" if len(problem.targets["test"]) >= 2 else "train"][:2].cpu()
     example = problem.prepare(example) if problem.prepare else example
     checkpointer.wait()  # the last checkpoint is stored before the model and summary say the run is done
-    tracker.log_model(served, example)
+    tracker.log_model(served, example, problem.meta)
     summary = {"trainer": problem.meta.get("trainer"), "task": problem.task, "device": str(device),
                "epochs": epochs, "resumed_after_epoch": start, "epochs_run": max(0, epochs - start),
                "sizes": {k: len(v) for k, v in problem.targets.items()}, "train_seconds": round(train_seconds, 3),
