@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 
 from officina.platform.errors import Invalid, OfficinaError, Unauthenticated
 from officina.platform.health import check_all
@@ -48,6 +48,12 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    held = session.get("try_token") or {}
+    if held.get("id"):  # the deployments page's "Try it" token dies with the session
+        try:
+            services().auth.revoke_token(current_principal(), held["id"])
+        except OfficinaError:
+            pass
     logout_session()
     return redirect(url_for("console.login"))
 
@@ -161,8 +167,10 @@ def _quota_form(form) -> dict:
             "max_priority": form.get("max_priority", "high"), "weight": number("weight", float) or 1.0}
 
 
-# The Data, Jobs and Experiments areas' pages live in their own modules, on this blueprint.
+# Each area's pages live in their own module, on this blueprint.
 from officina.web.console import data as _data  # noqa: E402,F401
 from officina.web.console import jobs as _jobs  # noqa: E402,F401
 from officina.web.console import experiments as _experiments  # noqa: E402,F401
 from officina.web.console import tuning as _tuning  # noqa: E402,F401
+from officina.web.console import models as _models  # noqa: E402,F401
+from officina.web.console import deployments as _deployments  # noqa: E402,F401
