@@ -139,6 +139,14 @@ def test_new_study_runs_and_its_page_follows_the_trials(page, live_stack, member
     page.wait_for_url(re.compile(r".*/jobs/[0-9a-f-]+$"))
     assert "built-in trainer" in page.locator(".job-head").inner_text()
 
+    # one click registers the best trial's model: its page shows version 1 with the run as lineage
+    page.goto(study_url)
+    page.fill("#register-best input[name=model]", "cancer-best")
+    page.click("#register-best button[type=submit]")
+    page.wait_for_url(re.compile(r".*/models/[^/]+/cancer-best(\?.*)?$"))
+    assert "Registered cancer-best v1" in page.locator(".flash.ok").inner_text()
+    screenshot(page, "tuning-best-registered")
+
     # the studies list shows it
     page.goto("/tuning")
     row = page.locator("#studies tr[data-study]")

@@ -171,3 +171,23 @@ def extend_study(study_id: str):
         svc.send_task(TUNING_DRIVE, [study.id], "io")
         flash(f"Added {more} trial(s).", "ok")
     return redirect(url_for("console.study", study_id=study_id))
+
+
+@bp.post("/studies/<study_id>/register-best")
+def register_best(study_id: str):
+    """Register the best trial's logged model as a new version of a named model, then show that model."""
+    principal = current_principal()
+    svc = services()
+    try:
+        study = svc.studies.get(principal, study_id)
+        best = study.best or {}
+        if not best.get("run_id"):
+            raise Invalid("no trial has completed with a run yet", field="best")
+        name = request.form.get("model", "").strip()
+        version = svc.models.register_from_run(principal, best["run_id"], name, artifact="model.pt",
+                                               description=f"best trial #{best['number']} of study {study.name}")
+    except OfficinaError as exc:
+        flash(exc.message, "error")
+        return redirect(url_for("console.study", study_id=study_id))
+    flash(f"Registered {name} v{version['version']} from trial #{best['number']}.", "ok")
+    return redirect(url_for("console.model", team=version["team"], name=name))

@@ -96,7 +96,8 @@
 
     function renderBest(study) {
       var card = document.getElementById("best"), b = study.best;
-      Array.prototype.slice.call(card.children, 1).forEach(function (n) { n.remove(); });
+      var keep = document.getElementById("register-best");  // the server-rendered register form stays
+      Array.prototype.slice.call(card.children, 1).forEach(function (n) { if (n !== keep) n.remove(); });
       if (!b) { card.appendChild(el("p", {"class": "muted", id: "best-none"}, "No trial has completed yet.")); return; }
       var head = el("div", {"class": "best-value"});
       head.appendChild(el("span", {"class": "big", id: "best-value"}, fmt(b.value)));
@@ -120,6 +121,7 @@
         links.appendChild(el("a", {href: runUrl(b.run_id), id: "best-run"}, "run"));
       }
       card.appendChild(links);
+      if (keep) card.appendChild(keep);
     }
 
     function renderTrials(study, trials) {
