@@ -242,3 +242,35 @@ def test_bad_input_is_refused_with_reasons(world, live_stack, tmp_path):
         sdk.models.set_policy("cancer", {"dataset": {"name": "cancer"}}, team=team)  # no pinned version
     with pytest.raises(InvalidRequest):
         v1.promote("Not An Alias")
+
+
+def test_cli_registers_promotes_deploys_and_predicts(world, live_stack, tmp_path):
+    from click.testing import CliRunner
+
+    from officina.infra.cli import main
+
+    sdk, team = world["sdk"], world["team"]
+    v1 = sdk.models.get("cancer", 1, team=team)
+    path = v1.download(tmp_path / "cancer.pt")
+    runner = CliRunner()
+    signature = __import__("json").dumps(v1.signature)
+    registered = runner.invoke(main, ["models", "register", "cli-model", str(path), "--signature", signature,
+                                      "--team", team])
+    assert registered.exit_code == 0 and "registered cli-model v1" in registered.output, registered.output
+    listed = runner.invoke(main, ["models", "list", "--team", team])
+    assert listed.exit_code == 0 and "cli-model" in listed.output and "production=v1" in listed.output
+    promoted = runner.invoke(main, ["models", "promote", "cli-model", "production", "--version", "1", "--team", team])
+    assert promoted.exit_code == 0 and "production -> v1 (promoted)" in promoted.output, promoted.output
+    name = f"cli-{team}"
+    created = runner.invoke(main, ["deployments", "create", name, "--route", "cli-model:1=100", "--team", team])
+    assert created.exit_code == 0 and "/v1/deployments/" in created.output, created.output
+    row = "[[" + ",".join(["1.0"] * 30) + "]]"
+    answer = _wait(lambda: (lambda r: r if r.exit_code == 0 else None)(runner.invoke(main, ["predict", name, row])),
+                   timeout=30)
+    assert '"model": {"name": "cli-model", "version": 1}' in answer.output
+    bad = runner.invoke(main, ["predict", name, "[[1.0]]"])
+    assert bad.exit_code == 1 and "rows[0]" in bad.output
+    bad_route = runner.invoke(main, ["deployments", "create", f"x{name}", "--route", "cli-model:1", "--team", team])
+    assert bad_route.exit_code == 2 and "MODEL:VERSION=WEIGHT" in bad_route.output
+    deleted = runner.invoke(main, ["deployments", "delete", name])
+    assert deleted.exit_code == 0 and name not in runner.invoke(main, ["deployments", "list", "--team", team]).output

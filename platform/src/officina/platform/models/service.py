@@ -454,7 +454,7 @@ class ModelService:
             row = conn.execute(
                 "INSERT INTO model_exports (version_id, format, state) VALUES (%s, %s, 'queued')"
                 " ON CONFLICT (version_id, format) DO UPDATE SET state = 'queued', reason = '', created_at = now(),"
-                " finished_at = NULL WHERE model_exports.state = 'failed'"
+                " dispatched_at = now(), started_at = NULL, finished_at = NULL WHERE model_exports.state = 'failed'"
                 " RETURNING format", (version["id"], fmt)).fetchone()
         if row is not None:
             self.send_task(MODEL_EXPORT, [str(version["id"]), fmt], "cpu")
@@ -463,7 +463,8 @@ class ModelService:
 
     def export_task(self, version_id: str, fmt: str) -> dict | None:
         with self._conn(transaction=True) as conn:
-            row = conn.execute("UPDATE model_exports SET state = 'running' WHERE version_id = %s AND format = %s"
+            row = conn.execute("UPDATE model_exports SET state = 'running', started_at = now() WHERE version_id = %s"
+                               " AND format = %s"
                                " AND state = 'queued' RETURNING version_id", (version_id, fmt)).fetchone()
             if row is None:
                 return None
@@ -620,7 +621,8 @@ class ModelService:
 
     def batch_task(self, batch_id: str) -> dict | None:
         with self._conn(transaction=True) as conn:
-            row = conn.execute("UPDATE batch_predictions SET state = 'running' WHERE id = %s AND state = 'queued'"
+            row = conn.execute("UPDATE batch_predictions SET state = 'running', started_at = now() WHERE id = %s"
+                               " AND state = 'queued'"
                                " RETURNING id::text, team_id, version_id, source, output, created_by",
                                (batch_id,)).fetchone()
             if row is None:
@@ -640,6 +642,34 @@ class ModelService:
         with self.pool.connection() as conn:
             conn.execute("UPDATE batch_predictions SET state = 'failed', reason = %s, finished_at = now()"
                          " WHERE id = %s AND state IN ('queued', 'running')", (reason[:2000], batch_id))
+
+    # -- recovery --------------------------------------------------------------------------------------
+    def sweep(self, *, resend_after_s: float = 120.0, running_limit_s: float = 3600.0) -> dict[str, int]:
+        """Re-send model work still queued after ``resend_after_s`` (a lost message) and fail work running for
+        longer than ``running_limit_s`` (its worker died mid-way; it can be asked for again)."""
+        resend = f"now() - make_interval(secs => {float(resend_after_s)})"
+        stale = f"now() - make_interval(secs => {float(running_limit_s)})"
+        lost = "the worker doing it stopped before it finished; ask again"
+        with self._conn(transaction=True) as conn:
+            evaluations = conn.execute(
+                "UPDATE model_evaluations SET dispatched_at = now() WHERE state = 'queued' AND dispatched_at < "
+                f"{resend} RETURNING id::text").fetchall()
+            exports = conn.execute(
+                f"UPDATE model_exports SET dispatched_at = now() WHERE state = 'queued' AND dispatched_at < {resend}"
+                " RETURNING version_id::text, format").fetchall()
+            batches = conn.execute(
+                f"UPDATE batch_predictions SET dispatched_at = now() WHERE state = 'queued' AND dispatched_at < "
+                f"{resend} RETURNING id::text").fetchall()
+            failed = sum(conn.execute(f"UPDATE {table} SET state = 'failed', reason = %s, finished_at = now()"
+                                      f" WHERE state = 'running' AND started_at < {stale}", (lost,)).rowcount
+                         for table in ("model_evaluations", "model_exports", "batch_predictions"))
+        for row in evaluations:
+            self.send_task(MODEL_EVALUATE, [row["id"]], "cpu")
+        for row in exports:
+            self.send_task(MODEL_EXPORT, [row["version_id"], row["format"]], "cpu")
+        for row in batches:
+            self.send_task(MODEL_BATCH_PREDICT, [row["id"]], "cpu")
+        return {"model_work_resent": len(evaluations) + len(exports) + len(batches), "model_work_failed": failed}
 
     # -- helpers ---------------------------------------------------------------------------------------
     @staticmethod

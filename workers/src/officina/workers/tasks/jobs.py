@@ -18,10 +18,11 @@ def run(self, job_id: str, attempt: int) -> str:
 
 @app.task(name=JOB_SWEEP, acks_late=False)
 def sweep() -> dict:
-    """Mark silent workers lost, retry jobs whose worker was lost, re-send undelivered messages, and
-    schedule when no scheduler leader is running (a standby for the standby)."""
+    """Mark silent workers lost, retry jobs whose worker was lost, re-send undelivered messages (of jobs and
+    of model work), and schedule when no scheduler leader is running (a standby for the standby)."""
     svc = services()
     lost = svc.fleet.mark_lost(settings.worker_lost_s)
     report = asdict(svc.lifecycle.sweep())
     scheduled = svc.scheduler.run_pass(only_without_leader=True)
-    return {**report, "workers_lost": lost, "scheduled_without_leader": scheduled is not None}
+    models = svc.models.sweep()
+    return {**report, **models, "workers_lost": lost, "scheduled_without_leader": scheduled is not None}

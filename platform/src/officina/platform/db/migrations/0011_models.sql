@@ -67,6 +67,7 @@ CREATE TABLE model_evaluations (
     reason       text NOT NULL DEFAULT '',
     created_by   bigint REFERENCES users (id) ON DELETE SET NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
+    dispatched_at timestamptz NOT NULL DEFAULT now(),   -- when its message was last sent (the sweep resends)
     started_at   timestamptz,
     finished_at  timestamptz
 );
@@ -81,6 +82,8 @@ CREATE TABLE model_exports (
     report       jsonb,                   -- latency (ms, batch 1 and 64), parity with the original, runtime
     reason       text NOT NULL DEFAULT '',
     created_at   timestamptz NOT NULL DEFAULT now(),
+    dispatched_at timestamptz NOT NULL DEFAULT now(),
+    started_at   timestamptz,
     finished_at  timestamptz,
     PRIMARY KEY (version_id, format)
 );
@@ -135,5 +138,7 @@ CREATE TABLE batch_predictions (
     reason       text NOT NULL DEFAULT '',
     created_by   bigint REFERENCES users (id) ON DELETE SET NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
+    dispatched_at timestamptz NOT NULL DEFAULT now(),
+    started_at   timestamptz,
     finished_at  timestamptz
 );
