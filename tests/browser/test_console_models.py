@@ -137,6 +137,16 @@ def test_models_gates_promotion_exports_and_deployments(page, live_stack, member
     assert download.value.suggested_filename == "cancer-v1.onnx"
     screenshot(page, "model-v1-promoted-exported")
 
+    # -- batch prediction of the whole cancer data: a new dataset version, linked from the page
+    page.select_option("#batch-form select[name=dataset]", "cancer")
+    page.fill("#batch-form input[name=output]", "cancer-scored")
+    page.click("#batch-form button[type=submit]")
+    assert "the result will be cancer-scored" in page.locator(".flash.ok").inner_text()
+    page.wait_for_selector("#batch-table tr[data-state='succeeded']", timeout=EVAL_TIMEOUT_MS)
+    batch_row = page.locator("#batch-table tr[data-state='succeeded']").inner_text()
+    assert "cancer-scored v1" in batch_row and str(len(cancer)) in batch_row
+    screenshot(page, "model-v1-batch")
+
     # -- v2 (untrained) is evaluated and blocked, with the failing gate named
     _register_untrained(live_stack, token, team, cancer)
     page.goto(f"/models/{team}/cancer?version=2")

@@ -63,6 +63,9 @@ def test_admin_raises_a_quota_and_the_waiting_job_starts(page, live_stack, gpu_w
     page.goto(f"/jobs/{job_id}")
     page.wait_for_function("() => document.getElementById('job-log').textContent.includes('on GPU 0')",
                            timeout=30_000)
+    # (the page reloads once by itself to link the job's run; let that happen before leaving it)
+    page.wait_for_selector("a.run-link", timeout=15_000)
+    page.wait_for_load_state()
     page.goto("/fleet")
     holder = page.locator("#workers tr[data-worker^='worker31@'] .gpu-row[data-gpu='0']")
     assert team in holder.inner_text() and "main" in holder.inner_text()

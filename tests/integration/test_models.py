@@ -272,5 +272,8 @@ def test_cli_registers_promotes_deploys_and_predicts(world, live_stack, tmp_path
     assert bad.exit_code == 1 and "rows[0]" in bad.output
     bad_route = runner.invoke(main, ["deployments", "create", f"x{name}", "--route", "cli-model:1", "--team", team])
     assert bad_route.exit_code == 2 and "MODEL:VERSION=WEIGHT" in bad_route.output
+    scored = runner.invoke(main, ["models", "batch", "cli-model", "cancer", "--version", "1", "--dataset-version", "1",
+                                  "--output", "cli-scored", "--team", team])
+    assert scored.exit_code == 0 and "-> cli-scored v1" in scored.output, scored.output
     deleted = runner.invoke(main, ["deployments", "delete", name])
     assert deleted.exit_code == 0 and name not in runner.invoke(main, ["deployments", "list", "--team", team]).output

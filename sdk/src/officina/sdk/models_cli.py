@@ -120,6 +120,23 @@ def export(name: str, fmt: str, ref: str, output: str | None, team: str | None) 
             click.echo(f"wrote {version.download(output, fmt)}")
 
 
+@models.command("batch")
+@click.argument("name")
+@click.argument("dataset")
+@click.option("--version", "ref", default="production", show_default=True, help="The model version to score with.")
+@click.option("--dataset-version", default="latest", show_default=True)
+@click.option("--output", help="Output dataset (default: DATASET-predictions).")
+@_team
+def batch(name: str, dataset: str, ref: str, dataset_version: str, output: str | None, team: str | None) -> None:
+    """Score every row of DATASET with model NAME; the result is a new version of the output dataset."""
+    with _user_errors():
+        result = sdk.models.get(name, ref, team=team).predict_batch(dataset, dataset_version, output=output)
+    if result["state"] != "succeeded":
+        raise click.ClickException(f"batch prediction {result['state']}: {result['reason']}")
+    click.echo(f"scored {result['rows']} rows of {dataset} v{result['source']['version']} -> "
+               f"{result['output']['dataset']} v{result['output']['version']}")
+
+
 @click.group("deployments", context_settings={"help_option_names": ["-h", "--help"]})
 def deployments() -> None:
     """Deployments: routes to model versions (canary, shadow), revisions, rollback."""

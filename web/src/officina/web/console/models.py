@@ -56,16 +56,22 @@ def _alias_arg(source) -> str:
     return alias
 
 
-def _digest(version: dict) -> str:
-    """What changes when an evaluation or export of a version moves on (the page polls it)."""
+def _digest(version: dict, batches: list[dict]) -> str:
+    """What changes when an evaluation, export or batch prediction moves on (the page polls it)."""
     parts = [f"e{e['id']}:{e['state']}" for e in version["evaluations"]]
     parts += [f"x{x['format']}:{x['state']}" for x in version["exports"]]
+    parts += [f"b{b['id']}:{b['state']}" for b in batches]
     return "|".join(parts)
 
 
-def _pending(version: dict) -> bool:
+def _pending(version: dict, batches: list[dict]) -> bool:
     return any(e["state"] in PENDING for e in version["evaluations"]) or \
-        any(x["state"] in PENDING for x in version["exports"])
+        any(x["state"] in PENDING for x in version["exports"]) or any(b["state"] in PENDING for b in batches)
+
+
+def _batches(principal, team: str, name: str) -> list[dict]:
+    """This model's latest batch predictions."""
+    return [b for b in services().models.list_batches(principal, team) if b["model"] == name][:10]
 
 
 def _model_url(team: str, name: str, version=None, alias: str | None = None) -> str:
@@ -146,6 +152,8 @@ def _render_model(team: str, name: str, *, typed_policy: str | None = None, stat
     evaluations = version["evaluations"] if version else []
     shown = (judged or {}).get("evaluation") or next((e for e in evaluations if e["state"] == "succeeded"), None)
     owner = services().auth.team(principal, team)
+    batches = _batches(principal, team, name)
+    datasets = [d.name for d in services().datasets.list(principal, team)]
     return render_template(
         "model.html", team=team, model=record, versions=versions, version=version, judged=judged, alias=alias,
         error=error, evaluation=shown, latest_evaluation=evaluations[0] if evaluations else None,
@@ -153,7 +161,9 @@ def _render_model(team: str, name: str, *, typed_policy: str | None = None, stat
         policy_text=typed_policy if typed_policy is not None else policy_text(record["gate_policy"]),
         policy_keys=POLICY_KEYS, policy_example=policy_text(POLICY_EXAMPLE), export_formats=EXPORT_FORMATS,
         export_labels=EXPORT_LABELS, exports={x["format"]: x for x in (version or {}).get("exports", [])},
-        pending=bool(version and _pending(version)), digest=_digest(version) if version else "", fmt=fmt,
+        pending=bool(version and _pending(version, batches)), digest=_digest(version, batches) if version else "",
+        fmt=fmt,
+        batches=batches, datasets=datasets,
         model_url=lambda v=None, a=alias: _model_url(team, name, v, a)), status
 
 
@@ -194,6 +204,21 @@ def model_export(team: str, name: str, ref: str):
     return redirect(_model_url(team, name, ref, _alias_arg(request.form)) + "#exports")
 
 
+@bp.post("/models/<team>/<name>/versions/<ref>/batch")
+def model_batch(team: str, name: str, ref: str):
+    """Score a dataset version with this version; the predictions become a new version of the output dataset."""
+    form = request.form
+    body = {"model": name, "version": ref, "dataset": form.get("dataset", ""),
+            "dataset_version": (form.get("dataset_version") or "latest").strip(), "output": form.get("output") or None}
+    try:
+        batch = services().models.create_batch(current_principal(), team, body)
+        flash(f"Batch prediction of {batch['source']['dataset']} v{batch['source']['version']} queued; the result "
+              f"will be {batch['output']['dataset']}.", "ok")
+    except OfficinaError as exc:
+        flash(exc.message, "error")
+    return redirect(_model_url(team, name, ref, _alias_arg(form)) + "#batch")
+
+
 @bp.post("/models/<team>/<name>/versions/<ref>/promote")
 def model_promote(team: str, name: str, ref: str):
     """Move an alias to this version when its gates pass (or an admin overrides them with a reason)."""
@@ -227,5 +252,7 @@ def model_file(team: str, name: str, ref: str):
 @bp.get("/models/<team>/<name>/versions/<ref>/state")
 def model_state(team: str, name: str, ref: str):
     """The state digest of a version's evaluations and exports, which the page polls while one is pending."""
-    version = services().models.get_version(current_principal(), team, name, ref)
-    return jsonify(digest=_digest(version), pending=_pending(version))
+    principal = current_principal()
+    version = services().models.get_version(principal, team, name, ref)
+    batches = _batches(principal, team, name)
+    return jsonify(digest=_digest(version, batches), pending=_pending(version, batches))
