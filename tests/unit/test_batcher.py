@@ -101,3 +101,20 @@ def test_real_onnx_model_batches():
             assert np.allclose(out, net(torch.from_numpy(x)).numpy(), atol=1e-5)
     assert batcher.batches < 40
     batcher.close()
+
+
+def test_with_a_busy_count_a_batch_waits_only_for_requests_in_progress():
+    model = SlowDouble(delay=0)
+    in_progress = [1]
+    batcher = Batcher(model, max_batch_size=32, max_wait_ms=10_000, busy=lambda: in_progress[0])
+    # alone: served at once, though the wait allowed is 10 s
+    assert batcher.predict(np.ones((1, 2), np.float32), timeout=5).shape == (1, 2)
+    # two in progress: the first waits for the second, and both go in one batch
+    in_progress[0] = 2
+    first = batcher.submit(np.ones((1, 2), np.float32))
+    time.sleep(0.05)
+    assert not first.done()
+    second = batcher.submit(np.zeros((2, 2), np.float32))
+    assert first.result(5).shape == (1, 2) and second.result(5).shape == (2, 2)
+    assert model.calls == [1, 3]
+    batcher.close()

@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     serving_port: int = Field(default=8090, description="Port the prediction server binds.")
     serving_url: str | None = Field(default=None, description="Base URL clients use for predictions "
                                     "(default: http://serving_host:serving_port).")
-    serving_processes: int = Field(default=1, ge=0, description="Prediction server replicas `officina up` starts.")
+    serving_processes: int = Field(default=2, ge=0, description="Prediction server processes (replicas) `officina up` "
+                                   "starts behind one port.")
     serving_threads: int = Field(default=64, ge=1, description="Requests one prediction server handles at once.")
     serving_max_rows: int = Field(default=1024, ge=1, description="Most rows one prediction request may carry.")
     serving_reload_s: float = Field(default=1.0, gt=0, description="Seconds between the prediction server's "

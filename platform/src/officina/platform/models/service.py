@@ -505,6 +505,7 @@ class ModelService:
             conn.execute("INSERT INTO deployments (id, team_id, name, spec, created_by) VALUES (%s, %s, %s, %s, %s)",
                          (deployment_id, owner.id, name, Jsonb(spec), principal.user.id))
             self._revision(conn, deployment_id, 1, spec, body.get("note") or "created", principal)
+        self._export_for_serving(spec)
         return self.get_deployment(principal, name)
 
     def update_deployment(self, principal: Principal, name: str, body: Any) -> dict:
@@ -517,6 +518,7 @@ class ModelService:
             if spec == row["spec"]:
                 raise Invalid("nothing changes in this update", field="body")
             self._bump(conn, row, spec, body.get("note") or "updated", principal)
+        self._export_for_serving(spec)
         return self.get_deployment(principal, name)
 
     def rollback_deployment(self, principal: Principal, name: str, revision: Any = None) -> dict:
@@ -856,6 +858,18 @@ class ModelService:
         version = self._version(conn, model, route.get("version", "latest"))
         version["id"] = str(version["id"])
         return version
+
+    def _export_for_serving(self, spec: dict) -> None:
+        """Queue an ONNX export of each deployed TorchScript version that has none: the serving processes
+        switch to it (ONNX Runtime) when it is done."""
+        ids = [r["version_id"] for r in spec["routes"]] + ([spec["shadow"]] if spec.get("shadow") else [])
+        with self._conn(transaction=True) as conn:
+            queued = conn.execute(
+                "INSERT INTO model_exports (version_id, format, state) SELECT id, 'onnx', 'queued' FROM model_versions"
+                " WHERE id = ANY(%s::uuid[]) AND format = 'torchscript' ON CONFLICT (version_id, format) DO NOTHING"
+                " RETURNING version_id::text", (ids,)).fetchall()
+        for row in queued:
+            self.send_task(MODEL_EXPORT, [row["version_id"], "onnx"], "cpu")
 
     def _bump(self, conn, row: dict, spec: dict, note: str, principal: Principal) -> None:
         revision = row["revision"] + 1

@@ -60,9 +60,13 @@ def load_onnx(data: bytes, *, threads: int = 1) -> OnnxPredictor:
     return OnnxPredictor(session=session, input_name=session.get_inputs()[0].name)
 
 
-def load_torchscript(data: bytes) -> TorchScriptPredictor:
-    """A TorchScript module from an archive made by ``torch.jit.save`` (evaluation mode)."""
+def load_torchscript(data: bytes, *, threads: int | None = None) -> TorchScriptPredictor:
+    """A TorchScript module from an archive made by ``torch.jit.save`` (evaluation mode). ``threads`` sets torch's
+    intra-op threads for the whole process (a server of small models wants 1: its parallelism is its requests)."""
     import torch
+
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
     try:
         module = torch.jit.load(io.BytesIO(data), map_location="cpu")
@@ -73,10 +77,11 @@ def load_torchscript(data: bytes) -> TorchScriptPredictor:
     return TorchScriptPredictor(module=module)
 
 
-def load(fmt: str, data: bytes, *, threads: int = 1) -> Predictor:
-    """Load model bytes of format ``onnx`` (or ``onnx_int8``) or ``torchscript``."""
+def load(fmt: str, data: bytes, *, threads: int = 1, threads_for_torch: bool = False) -> Predictor:
+    """Load model bytes of format ``onnx`` (or ``onnx_int8``) or ``torchscript``; ``threads`` is ONNX Runtime's
+    intra-op threads (and torch's too, process-wide, with ``threads_for_torch``)."""
     if fmt in ("onnx", "onnx_int8"):
         return load_onnx(data, threads=threads)
     if fmt == "torchscript":
-        return load_torchscript(data)
+        return load_torchscript(data, threads=threads if threads_for_torch else None)
     raise Invalid(f"unknown model format {fmt!r}; known: onnx, onnx_int8, torchscript", model="format")

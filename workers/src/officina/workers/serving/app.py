@@ -7,6 +7,7 @@ and logging (and the shadow copy) is queued for background threads after the ans
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import logging
 import random
@@ -14,6 +15,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from functools import partial
+from http import HTTPStatus
 
 import numpy as np
 from flask import Flask, Response, g, request
@@ -25,6 +27,7 @@ from officina.platform.errors import Invalid, NotFound, OfficinaError, TooLarge,
 from officina.platform.models.signature import json_safe, rows_to_array, to_predictions
 from officina.platform.settings import Settings
 from officina.platform.storage.blobs import BlobStore
+from officina.workers.serving.batcher import IN_FLIGHT
 from officina.workers.serving.predlog import LogRecord, PredictionLog
 from officina.workers.serving.router import Deployment, LoadedVersion, Router
 from officina.workers.serving.tokens import TokenCache
@@ -47,13 +50,28 @@ def _json_response(body: dict, status: int = 200, headers: dict | None = None) -
                     mimetype="application/json")
 
 
-def error_response(status: int, code: str, message: str, details: dict | None = None) -> Response:
-    """The one error shape: ``{"error": {"code", "message", "details"}}``."""
+def error_body(status: int, code: str, message: str, details: dict | None, request_id: str | None) -> dict:
+    """The one error shape: ``{"error": {"code", "message", "details"}}`` (and the request id of a 5xx)."""
     body = {"error": {"code": code, "message": message, "details": details or {}}}
     if status >= 500:
-        body["error"]["request_id"] = g.get("request_id")
+        body["error"]["request_id"] = request_id
+    return body
+
+
+def error_response(status: int, code: str, message: str, details: dict | None = None) -> Response:
+    """An error as a Flask response."""
+    body = error_body(status, code, message, details, g.get("request_id"))
     headers = {"WWW-Authenticate": 'Bearer realm="officina"'} if status == 401 else None
     return _json_response(body, status, headers)
+
+
+_ID_PREFIX = uuid.uuid4().hex[:12]  # per process: ids stay unique across replicas
+_ID_COUNTER = itertools.count(1)
+
+
+def next_request_id() -> str:
+    """A request id unique to this process (a counter: uuid4's urandom call costs more than the rest)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 
 
 class Server:
@@ -79,10 +97,21 @@ class Server:
         return deployment
 
     def predict(self, name: str) -> Response:
+        """The Flask route (the WSGI fast path in front of Flask answers most predictions first)."""
+        payload, headers = self.handle(name, request.headers.get("Authorization"), request.get_data(cache=False),
+                                       g.request_id)
+        return _json_response(payload, headers=headers)
+
+    def handle(self, name: str, authorization: str | None, body: bytes, request_id: str) -> tuple[dict, dict]:
+        """One prediction request: ``(response body, headers)``; errors are raised as ``OfficinaError``."""
+        with IN_FLIGHT:  # batchers wait for more rows only while other requests are in progress
+            return self._predict(name, authorization, body, request_id)
+
+    def _predict(self, name: str, authorization: str | None, body: bytes, request_id: str) -> tuple[dict, dict]:
         started = time.perf_counter()
-        principal = self.tokens.principal(request.headers.get("Authorization"))
+        principal = self.tokens.principal(authorization)
         deployment = self.deployment_for(principal, name)
-        rows = self._rows()
+        rows = self._rows(body)
         version = deployment.choose()
         batch = rows_to_array(version.signature, rows)
         try:
@@ -97,17 +126,16 @@ class Server:
         if outputs.dtype.kind == "f" and not np.isfinite(outputs).all():
             raw = json_safe(raw)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        request_id = g.request_id
         if deployment.log_sample >= 1.0 or random.random() < deployment.log_sample:
             self._log(deployment, version, rows, batch, predictions, outputs, latency_ms, request_id)
-        body = {"predictions": predictions, "outputs": raw,
-                "model": {"name": version.model, "version": version.version},
-                "deployment": deployment.name, "request_id": request_id}
-        return _json_response(body, headers={"X-Model-Version": version.label, "X-Request-Id": request_id})
+        payload = {"predictions": predictions, "outputs": raw,
+                   "model": {"name": version.model, "version": version.version},
+                   "deployment": deployment.name, "request_id": request_id}
+        return payload, {"X-Model-Version": version.label, "X-Request-Id": request_id}
 
-    def _rows(self) -> list:
+    def _rows(self, data: bytes) -> list:
         try:
-            body = json.loads(request.get_data(cache=False))
+            body = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise Invalid(f"request body must be JSON like {{\"rows\": [[...], ...]}}: {exc}", body="json") from None
         if not isinstance(body, dict) or "rows" not in body:
@@ -171,6 +199,52 @@ class Server:
         return _json_response(body)
 
 
+class FastPredict:
+    """WSGI in front of the Flask app: ``POST /v1/deployments/<name>/predict`` is answered without Flask's
+    request machinery (the same ``Server.handle``, the same error shape); everything else goes to Flask."""
+
+    PREFIX, SUFFIX = "/v1/deployments/", "/predict"
+
+    def __init__(self, app: Flask, server: Server, max_body: int):
+        self.app, self.server, self.max_body = app, server, max_body
+
+    def __call__(self, environ: dict, start_response):
+        path = environ.get("PATH_INFO", "")
+        name = path[len(self.PREFIX):-len(self.SUFFIX)] if path.startswith(self.PREFIX) and \
+            path.endswith(self.SUFFIX) else ""
+        if environ.get("REQUEST_METHOD") != "POST" or not name or "/" in name:
+            return self.app(environ, start_response)
+        request_id = environ.get("HTTP_X_REQUEST_ID", "")[:64] or next_request_id()
+        headers: dict = {"X-Request-Id": request_id}
+        try:
+            payload, extra = self.server.handle(name, environ.get("HTTP_AUTHORIZATION"), self._body(environ),
+                                                request_id)
+            status = 200
+            headers.update(extra)
+        except OfficinaError as exc:
+            status, payload = exc.status, error_body(exc.status, exc.code, exc.message,
+                                                     {k: str(v) for k, v in exc.details.items()}, request_id)
+            if status == 401:
+                headers["WWW-Authenticate"] = 'Bearer realm="officina"'
+        except Exception:  # noqa: BLE001 - never a traceback to the client
+            logger.exception("unhandled error request_id=%s path=%s", request_id, path)
+            status, payload = 500, error_body(500, "internal", "internal error; the administrator can find it in "
+                                              f"the logs by request id {request_id}", {}, request_id)
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        start_response(f"{status} {HTTPStatus(status).phrase}",
+                       [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers.items()])
+        return [data]
+
+    def _body(self, environ: dict) -> bytes:
+        length = environ.get("CONTENT_LENGTH")
+        if length and length.isdigit() and int(length) > self.max_body:
+            raise TooLarge(f"request body is larger than the limit of {self.max_body} bytes")
+        data = environ["wsgi.input"].read(int(length) if length and length.isdigit() else self.max_body + 1)
+        if len(data) > self.max_body:
+            raise TooLarge(f"request body is larger than the limit of {self.max_body} bytes")
+        return data
+
+
 def create_app(settings: Settings, *, services=None) -> Flask:
     """The prediction server over ``services`` (opened from ``settings`` when not given).
 
@@ -195,7 +269,7 @@ def create_app(settings: Settings, *, services=None) -> Flask:
 
     @app.before_request
     def _request_id():
-        g.request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+        g.request_id = request.headers.get("X-Request-Id", "")[:64] or next_request_id()
 
     app.add_url_rule("/v1/deployments/<name>/predict", "predict", server.predict, methods=["POST"])
     app.add_url_rule("/v1/deployments/<name>", "describe", server.describe, methods=["GET"])
@@ -220,4 +294,5 @@ def create_app(settings: Settings, *, services=None) -> Flask:
         return error_response(500, "internal", "internal error; the administrator can find it in the "
                               f"logs by request id {g.get('request_id')}")
 
+    app.wsgi_app = FastPredict(app.wsgi_app, server, settings.max_body)  # type: ignore[method-assign]
     return app

@@ -3,7 +3,8 @@
 One thread per batcher takes the first waiting request, then keeps collecting until the batch
 holds ``max_batch_size`` rows or ``max_wait_ms`` has passed since that first request, runs one
 predict on the concatenated rows and hands each caller its own slice through a future. Under
-load, batches fill at once (no wait); alone, a request waits at most ``max_wait_ms``.
+load, batches fill at once (no wait). With ``busy`` (the server's count of requests in progress) a
+batch waits for more only while other requests are in progress: a lone request never waits.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import numpy as np
@@ -22,15 +24,39 @@ logger = logging.getLogger(__name__)
 _STOP = object()
 
 
+class InFlight:
+    """Requests being served right now: the server enters and leaves it around each prediction."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "InFlight":
+        with self._lock:
+            self._count += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._count -= 1
+
+    def value(self) -> int:
+        return self._count
+
+
+IN_FLIGHT = InFlight()
+
+
 class Batcher:
     """Merges concurrent ``submit`` calls into batched ``predictor.predict`` calls."""
 
     def __init__(self, predictor: Predictor, *, max_batch_size: int = 32, max_wait_ms: float = 2.0,
-                 name: str = "model"):
+                 name: str = "model", busy: Callable[[], int] | None = None):
         self.predictor = predictor
         self.max_batch_size = max(1, int(max_batch_size))
         self.max_wait_s = max(0.0, float(max_wait_ms)) / 1000.0
         self.name = name
+        self.busy = busy
         self.batches = 0  # predict calls made (tests and /healthz read it)
         self.rows = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -89,6 +115,8 @@ class Batcher:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
+                    if self.busy is not None and self.busy() <= len(batch):
+                        break  # nobody else is being served: no one to wait for
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break

@@ -25,7 +25,7 @@ from officina.platform.errors import Invalid
 from officina.platform.models.signature import validate_signature
 from officina.platform.storage.blobs import BlobStore
 from officina.workers.models import runtime
-from officina.workers.serving.batcher import Batcher
+from officina.workers.serving.batcher import IN_FLIGHT, Batcher
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,10 @@ CHANNEL = "officina_deployments"
 RETRY_FAILED_S = 15.0  # a deployment revision that failed to load is tried again after this long
 
 _DEPLOYMENTS = """
-SELECT d.id::text, d.name, d.revision, d.spec, t.id, t.name, t.description, t.created_at
+SELECT d.id::text, d.name, d.revision, d.spec, t.id, t.name, t.description, t.created_at,
+       (SELECT count(*) FROM model_exports e WHERE e.format = 'onnx' AND e.state = 'succeeded'
+          AND e.version_id::text IN (SELECT r->>'version_id' FROM jsonb_array_elements(d.spec->'routes') r
+                                     UNION ALL SELECT d.spec->>'shadow')) AS onnx_ready
 FROM deployments d JOIN teams t ON t.id = d.team_id
 """
 _VERSIONS = """
@@ -75,6 +78,7 @@ class Deployment:
     weights: tuple[float, ...]
     shadow: LoadedVersion | None
     log_sample: float
+    onnx_ready: int = 0  # how many of its versions had an ONNX export when loaded (a new one reloads it)
     _cumulative: tuple[float, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
@@ -194,7 +198,8 @@ class Router:
             for row in rows:
                 dep_id, name, revision, spec = row[0], row[1], row[2], row[3]
                 old = current.get(name)
-                if old is not None and old.id == dep_id and old.revision == revision and old.spec == spec:
+                if old is not None and old.id == dep_id and old.revision == revision and old.spec == spec \
+                        and old.onnx_ready == row[8]:
                     table[name] = old
                 else:
                     changed.append(row)
@@ -227,7 +232,7 @@ class Router:
             self._retire(table)
 
     def _build(self, row: tuple) -> Deployment:
-        dep_id, name, revision, raw_spec, team_id, team_name, team_description, team_created = row
+        dep_id, name, revision, raw_spec, team_id, team_name, team_description, team_created, onnx_ready = row
         spec = parse_spec(raw_spec)
         wanted = [r["version_id"] for r in spec["routes"]] + ([spec["shadow"]] if spec["shadow"] else [])
         with self.pool.connection() as conn:
@@ -245,7 +250,8 @@ class Router:
             id=dep_id, name=name, revision=revision, spec=raw_spec,
             team=Team(id=team_id, name=team_name, description=team_description, created_at=team_created),
             routes=routes, weights=tuple(r["weight"] for r in spec["routes"]),
-            shadow=load(spec["shadow"]) if spec["shadow"] else None, log_sample=spec["log_sample"])
+            shadow=load(spec["shadow"]) if spec["shadow"] else None, log_sample=spec["log_sample"],
+            onnx_ready=onnx_ready)
 
     def _load_version(self, record: tuple, batching: tuple[int, float]) -> LoadedVersion:
         version_id, number, fmt, sha256, signature, model, _team, onnx_sha = record
@@ -258,7 +264,7 @@ class Router:
             try:
                 predictor = self._predictors.get(key)
                 if predictor is None:
-                    predictor = runtime.load(file_fmt, self.blobs.get_bytes(sha))
+                    predictor = runtime.load(file_fmt, self.blobs.get_bytes(sha), threads=1, threads_for_torch=True)
                     self._predictors[key] = predictor
             except Exception as exc:  # noqa: BLE001 - try the next file, report the last failure
                 logger.warning("model %s:%s %s did not load: %s", model, number, what, exc)
@@ -267,7 +273,7 @@ class Router:
             batcher = self._batchers.get(key + batching)
             if batcher is None:
                 batcher = Batcher(predictor, max_batch_size=batching[0], max_wait_ms=batching[1],
-                                  name=f"{model}:{number}")
+                                  name=f"{model}:{number}", busy=IN_FLIGHT.value)
                 self._batchers[key + batching] = batcher
             return LoadedVersion(version_id=version_id, model=model, version=number, signature=signature,
                                  runtime=predictor.runtime, file_format=what, batcher=batcher)
