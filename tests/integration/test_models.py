@@ -6,6 +6,7 @@ Real job, real Celery worker for evaluations and exports, the real serving proce
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import time
@@ -253,7 +254,7 @@ def test_cli_registers_promotes_deploys_and_predicts(world, live_stack, tmp_path
     v1 = sdk.models.get("cancer", 1, team=team)
     path = v1.download(tmp_path / "cancer.pt")
     runner = CliRunner()
-    signature = __import__("json").dumps(v1.signature)
+    signature = json.dumps(v1.signature)
     registered = runner.invoke(main, ["models", "register", "cli-model", str(path), "--signature", signature,
                                       "--team", team])
     assert registered.exit_code == 0 and "registered cli-model v1" in registered.output, registered.output

@@ -274,7 +274,9 @@ def test_lost_worker_job_resumes_on_another_worker(teams, live_stack):
     sup.stop(big.name)
 
     # lost: its leases go, the job waits (no other worker has 3 GPUs) and says so
-    reason = _wait(lambda: (lambda j: j["state"] == "queued" and j["reason"])(team.jobs.get(job["id"])), timeout=60)
+    # (first "retry 1 of 2" as the lease is given up, then the scheduler's waiting reason)
+    reason = _wait(lambda: (lambda j: j["state"] == "queued" and j["reason"].startswith("waiting:") and j["reason"])(
+        team.jobs.get(job["id"])), timeout=60)
     assert reason.startswith("waiting: no online worker has 3 GPUs (the largest has 2)"), reason
     assert _count(live_stack, "SELECT count(*) FROM workers WHERE name = %s AND status = 'lost'", first["worker"]) == 1
     assert _count(live_stack, "SELECT count(*) FROM gpu_leases WHERE worker = %s", first["worker"]) == 0

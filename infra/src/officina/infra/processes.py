@@ -90,6 +90,9 @@ def web_process(settings: Settings, index: int) -> ProcessSpec:
             *python_program("gunicorn"), "-b", f"{host}:{port}", "-w", str(settings.web_workers),
             # threads: uploads and long polls wait on S3 and Postgres, not the CPU
             "--worker-class", "gthread", "--threads", str(settings.web_threads),
+            # idle keep-alive connections stay open 30 s (gunicorn's 2 s races clients that reuse a connection
+            # after a pause: the request is sent as the server closes it)
+            "--keep-alive", "30",
             "--graceful-timeout", "10", "--access-logfile", "-", "officina.web.wsgi:app",
         ],
         env=child_env(settings),
@@ -173,7 +176,7 @@ def serving_process(settings: Settings, index: int) -> ProcessSpec:
         argv=[
             *python_program("gunicorn"), "-b", f"{host}:{port}", "-w", str(max(1, settings.serving_processes)),
             "--worker-class", "gthread", "--threads", str(settings.serving_threads),
-            "--graceful-timeout", "10", "--timeout", "120", "officina.workers.serving.wsgi:app",
+            "--keep-alive", "30", "--graceful-timeout", "10", "--timeout", "120", "officina.workers.serving.wsgi:app",
         ],
         env=child_env(settings),
         cwd=settings.home,
