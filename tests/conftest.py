@@ -66,7 +66,8 @@ def live_stack(tmp_path_factory):
     settings = Settings(home=home, web_port=free_port(), web_workers=2, worker_processes=1,
                         worker_concurrency=3, log_level="WARNING", job_lease_s=6.0, job_sweep_s=1.0,
                         worker_lost_s=6.0, scheduler_interval_s=1.0, preempt_grace_s=5.0,
-                        serving_port=free_port(), serving_threads=32, serving_reload_s=0.5)
+                        serving_port=free_port(), serving_processes=1, serving_threads=32,
+                        serving_reload_s=0.5)
     stack = Stack(settings)
     try:
         resolved = stack.start_services()

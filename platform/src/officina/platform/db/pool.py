@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 
-from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 
 logger = logging.getLogger(__name__)
@@ -21,14 +20,9 @@ def open_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeout: float
         max_size=max_size,
         open=False,
         check=ConnectionPool.check_connection,
-        reset=_reset,
         kwargs={"autocommit": True},
         name="officina",
     )
     pool.open(wait=True, timeout=timeout)
     return pool
 
-
-def _reset(conn) -> None:
-    """Back to the pool as it came out: a user that switched the row factory doesn't leak it to the next."""
-    conn.row_factory = tuple_row
