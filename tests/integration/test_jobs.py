@@ -117,8 +117,9 @@ def test_script_runs_with_params_logs_events_and_a_run(jobs, live_stack):
     assert "secret leak: []" in lines  # no server settings reach user code
     states = [e["to_state"] for e in jobs.events(job["id"])]
     assert states == ["queued", "admitted", "running", "succeeded"]
-    run = live_stack.services.pool.connection().__enter__().execute(
-        "SELECT status, project, name, params FROM runs WHERE id = %s", (done["run_id"],)).fetchone()
+    with live_stack.services.pool.connection() as conn:
+        run = conn.execute("SELECT status, project, name, params FROM runs WHERE id = %s",
+                           (done["run_id"],)).fetchone()
     assert run == ("finished", "demo", "hello", {"lr": 0.01})
     listed = jobs.api.get(f"/teams/{jobs.team}/jobs?project=demo").get_json()["jobs"]
     assert [j["id"] for j in listed] == [job["id"]]
