@@ -1,6 +1,8 @@
 """Assertions shared by the integration tests."""
 from __future__ import annotations
 
+import time
+
 
 def assert_error(response, status: int, code: str, *, mentions: str | None = None) -> dict:
     """The response is the one JSON error shape with this status and code."""
@@ -13,3 +15,14 @@ def assert_error(response, status: int, code: str, *, mentions: str | None = Non
     if mentions:
         assert mentions in body["error"]["message"], body
     return body["error"]
+
+
+def wait_until(predicate, timeout: float = 60.0, every: float = 0.2):
+    """Poll ``predicate`` until it returns something truthy (returned), or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not reached in time")

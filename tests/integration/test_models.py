@@ -17,6 +17,7 @@ import torch
 from sklearn.datasets import load_breast_cancer
 
 from officina.sdk.errors import Conflict, InvalidRequest, NotFound, TooLarge
+from checks import wait_until
 
 POLICY = {"dataset": {"name": "cancer", "version": 1}, "metrics": {"accuracy": {"min": 0.9}},
           "min_class_recall": 0.85, "max_regression": 0.02, "latency_p95_ms": 200, "parity_tolerance": 1e-4,
@@ -24,13 +25,7 @@ POLICY = {"dataset": {"name": "cancer", "version": 1}, "metrics": {"accuracy": {
 
 
 def _wait(predicate, timeout: float = 120.0, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not reached in time")
+    return wait_until(predicate, timeout, every)
 
 
 @pytest.fixture(scope="module")

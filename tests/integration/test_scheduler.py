@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from checks import wait_until
 from test_jobs import Jobs
 
 SLEEPER = "import time\ntime.sleep({seconds})\n"
@@ -45,13 +46,7 @@ print("done", flush=True)
 
 
 def _wait(predicate, timeout: float = 60.0, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not reached in time")
+    return wait_until(predicate, timeout, every)
 
 
 @pytest.fixture(scope="module")
